@@ -1,0 +1,513 @@
+"""Camera-pose geometry: SO(3)/SE(3) maps, learnable pose deltas, pose noise and pose errors.
+
+Conventions (DESIGN.md):
+
+- A pose is camera-to-world (c2w) ``[N, 3, 4]`` = ``[R | t]`` (``[N, 4, 4]`` accepted on input)
+  with a Blender/OpenGL camera: it looks down -z, +y is up, +x is right. ``t`` is the camera
+  centre in world (scene) units.
+- The learnable delta is ``R = exp(omega) @ R0``, ``t = t0 + delta_t``: ``omega`` (axis-angle,
+  radians) turns the camera about its own centre in *world* axes, and the centre moves only by
+  ``delta_t``.
+- Rotation error is the geodesic angle between two rotations; translation error is the distance
+  between camera centres.
+
+Everything here is plain torch, works for float32 and float64, and is batched over leading
+dimensions. The exponential maps switch to Taylor series near zero through ``torch.where`` with
+safe denominators, so values *and* gradients at exactly zero are finite and right.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "hat",
+    "vee",
+    "so3_exp",
+    "so3_log",
+    "se3_exp",
+    "rotation_geodesic",
+    "rotation_geodesic_deg",
+    "CameraPoseParameters",
+    "perturb_poses",
+    "align_sim3",
+    "apply_sim3_to_poses",
+    "pose_errors",
+]
+
+# Below these squared angles the closed forms are replaced by Taylor series. With the terms kept
+# below, the truncation error is < 1e-16 at the threshold, so one threshold serves f32 and f64.
+_EXP_TAYLOR_THETA_SQ = 1e-4  # sin(x)/x and (1-cos x)/x^2, terms up to x^4
+_V_TAYLOR_THETA_SQ = 1e-2  # (x - sin x)/x^3, terms up to x^8 (the closed form cancels badly)
+_LOG_TAYLOR_SIN_SQ = 1e-6  # asin(s)/s, terms up to s^4
+# so3_log reads the axis from the symmetric part of R when cos(theta) is below this (theta > ~134
+# deg): there sin(theta) -> 0 and R - R^T no longer carries the axis accurately.
+_LOG_NEAR_PI_COS = -0.7
+
+
+def hat(omega: torch.Tensor) -> torch.Tensor:
+    """Skew-symmetric matrix of ``omega [..., 3]`` -> ``[..., 3, 3]`` (``hat(a) @ b = a x b``)."""
+    x, y, z = omega.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack(
+        [
+            torch.stack([zero, -z, y], -1),
+            torch.stack([z, zero, -x], -1),
+            torch.stack([-y, x, zero], -1),
+        ],
+        -2,
+    )
+
+
+def vee(matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`hat` on the antisymmetric part: ``[..., 3, 3]`` -> ``[..., 3]``."""
+    return 0.5 * torch.stack(
+        [
+            matrix[..., 2, 1] - matrix[..., 1, 2],
+            matrix[..., 0, 2] - matrix[..., 2, 0],
+            matrix[..., 1, 0] - matrix[..., 0, 1],
+        ],
+        -1,
+    )
+
+
+def _check_last(x: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {type(x).__name__}")
+    if x.dim() < len(shape) or tuple(x.shape[x.dim() - len(shape) :]) != shape:
+        raise ValueError(
+            f"{name} must have shape [..., {', '.join(map(str, shape))}], got {list(x.shape)}"
+        )
+
+
+def _rodrigues_coefficients(theta_sq: torch.Tensor, with_v: bool = False):
+    """``A = sin(x)/x``, ``B = (1-cos x)/x^2`` and optionally ``C = (x-sin x)/x^3`` of ``x^2``.
+
+    Each is a Taylor series below its threshold. The closed form is evaluated on a *safe* angle
+    (1 where the series is used) so the unused branch of ``torch.where`` stays finite and cannot
+    poison the gradient with NaN at ``x = 0``.
+    """
+    small = theta_sq < _EXP_TAYLOR_THETA_SQ
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta_sq), theta_sq))
+    t2, t4 = theta_sq, theta_sq * theta_sq
+    a = torch.where(small, 1.0 - t2 / 6.0 + t4 / 120.0, torch.sin(theta) / theta)
+    # 2 sin^2(x/2) instead of 1 - cos(x): no cancellation in float32 for small x.
+    half_sinc = torch.sin(0.5 * theta) / theta
+    b = torch.where(small, 0.5 - t2 / 24.0 + t4 / 720.0, 2.0 * half_sinc * half_sinc)
+    if not with_v:
+        return a, b
+    small_v = theta_sq < _V_TAYLOR_THETA_SQ
+    theta_v = torch.sqrt(torch.where(small_v, torch.ones_like(theta_sq), theta_sq))
+    series = 1 / 6 - t2 / 120 + t4 / 5040 - t2 * t4 / 362880 + t4 * t4 / 39916800
+    c = torch.where(small_v, series, (theta_v - torch.sin(theta_v)) / theta_v**3)
+    return a, b, c
+
+
+def so3_exp(omega: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix of an axis-angle vector (Rodrigues), differentiable everywhere.
+
+    Args:
+        omega: ``[..., 3]`` axis * angle in radians.
+
+    Returns:
+        ``[..., 3, 3]`` rotation matrices ``I + A K + B K^2`` with ``K = hat(omega)``. At
+        ``omega = 0`` the result is exactly ``I`` and ``d R / d omega_i = hat(e_i)``.
+    """
+    _check_last(omega, (3,), "omega")
+    a, b = _rodrigues_coefficients((omega * omega).sum(-1))
+    k = hat(omega)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device)
+    return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
+
+
+def se3_exp(xi: torch.Tensor) -> torch.Tensor:
+    """SE(3) exponential of a twist ``xi = (omega, u) [..., 6]`` (BARF's order) -> ``[..., 3, 4]``.
+
+    ``R = so3_exp(omega)``, ``t = V u`` with ``V = I + B K + C K^2`` (the left Jacobian of SO(3)),
+    i.e. the matrix exponential of ``[[hat(omega), u], [0, 0]]``. The result maps points
+    ``x -> R x + t``; which frame that is depends on how the caller composes it.
+    """
+    _check_last(xi, (6,), "xi")
+    omega, u = xi[..., :3], xi[..., 3:]
+    a, b, c = _rodrigues_coefficients((omega * omega).sum(-1), with_v=True)
+    k = hat(omega)
+    k2 = k @ k
+    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
+    rot = eye + a[..., None, None] * k + b[..., None, None] * k2
+    v = eye + b[..., None, None] * k + c[..., None, None] * k2
+    return torch.cat([rot, v @ u[..., None]], -1)
+
+
+def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
+    """``sqrt(sq)`` with a zero (not NaN) gradient at ``sq = 0``."""
+    positive = sq > 0
+    return torch.where(
+        positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), 0.0 * sq
+    )
+
+
+def so3_log(rotation: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vector of a rotation matrix: the inverse of :func:`so3_exp` with ``|omega| <= pi``.
+
+    The angle is ``atan2(|vee(R - R^T)|, (tr R - 1) / 2)`` (accurate at every angle, unlike a
+    bare ``acos``). Three regimes, selected per element with ``torch.where``:
+
+    - small angles: ``omega = vee(R) * asin(s)/s`` by its Taylor series in ``s = sin(theta)``;
+    - generic angles: ``omega = vee(R) * theta / sin(theta)``;
+    - near pi (``cos(theta) < -0.7``): the axis is the normalised largest column of the symmetric
+      part ``(R + R^T)/2 - cos(theta) I = (1 - cos(theta)) a a^T``, its sign taken from
+      ``vee(R)``. At exactly pi both signs are valid; either may be returned.
+
+    Args:
+        rotation: ``[..., 3, 3]`` rotation matrices.
+
+    Returns:
+        ``[..., 3]`` axis * angle in radians. Differentiable; the gradient at ``R = I`` is finite.
+    """
+    _check_last(rotation, (3, 3), "rotation")
+    v = vee(rotation)  # sin(theta) * axis
+    sin_sq = (v * v).sum(-1)
+    trace = rotation[..., 0, 0] + rotation[..., 1, 1] + rotation[..., 2, 2]
+    cos = (0.5 * (trace - 1.0)).clamp(-1.0, 1.0)
+    sin = _safe_norm(sin_sq)
+    theta = torch.atan2(sin, cos)
+
+    near_pi = cos < _LOG_NEAR_PI_COS
+    small = (~near_pi) & (sin_sq < _LOG_TAYLOR_SIN_SQ)
+    ones = torch.ones_like(sin)
+    series = 1.0 + sin_sq / 6.0 + 0.075 * sin_sq * sin_sq  # asin(s)/s = 1 + s^2/6 + 3 s^4/40
+    factor = torch.where(small, series, theta / torch.where(small | near_pi, ones, sin))
+    omega_regular = factor[..., None] * v
+
+    # Near pi: the axis from the symmetric part. Off this branch, cos is replaced by -1 so the
+    # (unused) columns stay well away from zero and the normalisation stays finite.
+    cos_pi = torch.where(near_pi, cos, -ones)
+    eye = torch.eye(3, dtype=rotation.dtype, device=rotation.device)
+    sym = 0.5 * (rotation + rotation.transpose(-1, -2)) - cos_pi[..., None, None] * eye
+    sym = torch.where(near_pi[..., None, None], sym, eye.expand_as(sym))
+    diag = torch.diagonal(sym, dim1=-2, dim2=-1)
+    column_index = diag.argmax(-1)[..., None, None].expand(*sym.shape[:-1], 1)
+    column = torch.gather(sym, -1, column_index)[..., 0]
+    # |column| >= (1 - cos) / sqrt(3) > 0.9 on this branch; exactly 1 (a unit e_k) off it.
+    axis = column / torch.linalg.vector_norm(column, dim=-1, keepdim=True)
+    sign = torch.where((axis * v).sum(-1) < 0, -ones, ones)
+    omega_pi = (sign * theta)[..., None] * axis
+
+    return torch.where(near_pi[..., None], omega_pi, omega_regular)
+
+
+def rotation_geodesic(rotation_a: torch.Tensor, rotation_b: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle between rotations, radians in ``[0, pi]``: ``[..., 3, 3]`` x2 -> ``[...]``.
+
+    ``theta = atan2(|vee(M)|, (tr M - 1)/2)`` with ``M = Ra Rb^T``: equal to
+    ``acos((tr M - 1)/2)`` but accurate near 0 and pi. Differentiable; the gradient is zero
+    (not NaN) where the rotations coincide.
+    """
+    _check_last(rotation_a, (3, 3), "rotation_a")
+    _check_last(rotation_b, (3, 3), "rotation_b")
+    relative = rotation_a @ rotation_b.transpose(-1, -2)
+    v = vee(relative)
+    trace = relative[..., 0, 0] + relative[..., 1, 1] + relative[..., 2, 2]
+    return torch.atan2(_safe_norm((v * v).sum(-1)), 0.5 * (trace - 1.0))
+
+
+def rotation_geodesic_deg(rotation_a: torch.Tensor, rotation_b: torch.Tensor) -> torch.Tensor:
+    """:func:`rotation_geodesic` in degrees."""
+    return torch.rad2deg(rotation_geodesic(rotation_a, rotation_b))
+
+
+def _as_3x4(poses: torch.Tensor, name: str = "poses") -> torch.Tensor:
+    if not torch.is_tensor(poses) or not poses.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point torch.Tensor of shape [N, 3, 4] or [N, 4, 4]"
+        )
+    if poses.dim() != 3 or tuple(poses.shape[1:]) not in ((3, 4), (4, 4)):
+        raise ValueError(f"{name} must have shape [N, 3, 4] or [N, 4, 4], got {list(poses.shape)}")
+    return poses[:, :3, :]
+
+
+class CameraPoseParameters(nn.Module):
+    """Learnable corrections of ``N`` camera-to-world poses.
+
+    Pose ``i`` is ``R_i = so3_exp(rotation_delta_i) @ R0_i`` and ``t_i = t0_i +
+    translation_delta_i``: the rotation delta (axis-angle, radians) is left-multiplied, i.e. it
+    turns the camera about its own centre in world axes; the centre moves only by the
+    translation delta (scene units). Poses are c2w with an OpenGL camera (looks down -z, +y up).
+
+    Both deltas start at zero, so ``forward()`` initially returns the initial poses exactly. A
+    part switched off (``learn_rotation=False`` / ``learn_translation=False``) is registered as a
+    buffer, not a Parameter: it is not in ``parameters()``, gets no gradient and stays
+    bit-identical. Either way its ``state_dict`` key is the same, so checkpoints load across the
+    switches and into any module built with the same ``N``.
+
+    Args:
+        initial_poses: ``[N, 3, 4]`` or ``[N, 4, 4]`` c2w poses (kept as buffer
+            ``initial_poses [N, 3, 4]``, same dtype/device; the deltas share them).
+        learn_rotation: make ``rotation_delta [N, 3]`` a Parameter.
+        learn_translation: make ``translation_delta [N, 3]`` a Parameter.
+
+    Example::
+
+        params = CameraPoseParameters(noisy_poses)
+        optimizer = torch.optim.Adam(params.parameters(), lr=1e-3)
+        poses = params(camera_ids)  # [B, 3, 4], differentiable in the deltas
+    """
+
+    initial_poses: torch.Tensor
+    rotation_delta: torch.Tensor
+    translation_delta: torch.Tensor
+
+    def __init__(
+        self,
+        initial_poses: torch.Tensor,
+        learn_rotation: bool = True,
+        learn_translation: bool = True,
+    ) -> None:
+        super().__init__()
+        poses = _as_3x4(initial_poses, "initial_poses").detach().clone().contiguous()
+        self.learn_rotation = bool(learn_rotation)
+        self.learn_translation = bool(learn_translation)
+        self.register_buffer("initial_poses", poses)
+        n = poses.shape[0]
+        for name, learn in (
+            ("rotation_delta", learn_rotation),
+            ("translation_delta", learn_translation),
+        ):
+            zeros = torch.zeros(n, 3, dtype=poses.dtype, device=poses.device)
+            if learn:
+                self.register_parameter(name, nn.Parameter(zeros))
+            else:
+                self.register_buffer(name, zeros)
+
+    @property
+    def num_cameras(self) -> int:
+        return self.initial_poses.shape[0]
+
+    def forward(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Current poses ``[n, 3, 4]`` of cameras ``indices [n]`` (long; all cameras if None).
+
+        Differentiable in the learnable deltas; the initial poses are constants.
+        """
+        if indices is None:
+            initial, omega, delta_t = (
+                self.initial_poses,
+                self.rotation_delta,
+                self.translation_delta,
+            )
+        else:
+            initial = self.initial_poses[indices]
+            omega, delta_t = self.rotation_delta[indices], self.translation_delta[indices]
+        rotation = so3_exp(omega) @ initial[..., :3]
+        translation = initial[..., 3] + delta_t
+        return torch.cat([rotation, translation[..., None]], -1)
+
+    @torch.no_grad()
+    def get_poses(self) -> torch.Tensor:
+        """All current poses ``[N, 3, 4]``, detached (a fresh tensor, safe to modify)."""
+        return self.forward().detach().clone()
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_cameras={self.num_cameras}, learn_rotation={self.learn_rotation}, "
+            f"learn_translation={self.learn_translation}"
+        )
+
+
+def perturb_poses(
+    poses: torch.Tensor,
+    rotation_noise_deg: float = 0.0,
+    translation_noise: float | None = None,
+    translation_noise_pct: float | None = None,
+    seed: int = 0,
+    protocol: Literal["gaussian", "barf"] = "gaussian",
+    barf_std: float = 0.15,
+) -> torch.Tensor:
+    """Noisy copies of c2w ``poses [N, 3, 4]`` (or ``[N, 4, 4]``) -> ``[N, 3, 4]``, reproducibly.
+
+    ``protocol="gaussian"`` (DESIGN.md), per camera ``i``:
+    ``R_i = so3_exp(w_i) @ R0_i`` with ``w_i ~ N(0, s_r^2 I3)``, ``s_r = radians(rotation_noise_deg)``
+    (mean angle ~= 1.596 s_r), left-multiplied like the learnable delta (world axes, about the
+    camera centre); ``t_i = t0_i + d_i`` with ``d_i ~ N(0, s_t^2 I3)`` where
+    ``s_t = translation_noise`` (scene units) or ``s_t = translation_noise_pct / 100 * |t0_i|``
+    (distance from the world origin). Give at most one translation form.
+
+    ``protocol="barf"`` (BARF, Lin et al. 2021): ``xi_i ~ N(0, barf_std^2 I6)``, ``T_i =
+    se3_exp(xi_i)`` and, with BARF's composition on world-to-camera poses,
+    ``w2c_noisy = w2c_gt @ T_i`` (BARF's ``pose.compose([pose_noise, pose])``: the noise acts on
+    world points before the GT w2c). Equivalently ``c2w_noisy = T_i^-1 @ c2w_gt``. The Gaussian
+    arguments are ignored under this protocol. The camera's axis convention (OpenGL here, OpenCV
+    in BARF) does not matter, since the noise multiplies on the world side.
+
+    Noise is drawn on the CPU in float64 from ``torch.Generator().manual_seed(seed)`` (the same
+    numbers on every device): gaussian draws ``randn(N, 3)`` for rotation then ``randn(N, 3)`` for
+    translation; barf draws ``randn(N, 6)``. Returns the input dtype and device.
+    """
+    initial = _as_3x4(poses)
+    if protocol not in ("gaussian", "barf"):
+        raise ValueError(f"protocol must be 'gaussian' or 'barf', got {protocol!r}")
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    n = initial.shape[0]
+    pose64 = initial.detach().to("cpu", torch.float64)
+    rotation0, translation0 = pose64[:, :, :3], pose64[:, :, 3]
+
+    if protocol == "barf":
+        if barf_std < 0:
+            raise ValueError(f"barf_std must be >= 0, got {barf_std}")
+        xi = torch.randn(n, 6, generator=generator, dtype=torch.float64) * barf_std
+        noise = se3_exp(xi)
+        noise_rot, noise_t = noise[:, :, :3], noise[:, :, 3]
+        # c2w_noisy = T^-1 @ c2w_gt with T^-1 = [R^T | -R^T t].
+        rotation = noise_rot.transpose(1, 2) @ rotation0
+        translation = (noise_rot.transpose(1, 2) @ (translation0 - noise_t)[..., None])[..., 0]
+    else:
+        if rotation_noise_deg < 0:
+            raise ValueError(f"rotation_noise_deg must be >= 0, got {rotation_noise_deg}")
+        if translation_noise is not None and translation_noise_pct is not None:
+            raise ValueError(
+                "give either --translation-noise (scene units) or --translation-noise-pct "
+                "(% of camera distance), not both"
+            )
+        for name, value in (
+            ("translation_noise", translation_noise),
+            ("translation_noise_pct", translation_noise_pct),
+        ):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        omega = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+        omega = omega * math.radians(rotation_noise_deg)
+        offset = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+        if translation_noise is not None:
+            sigma_t = torch.full((n, 1), float(translation_noise), dtype=torch.float64)
+        elif translation_noise_pct is not None:
+            sigma_t = translation0.norm(dim=-1, keepdim=True) * (translation_noise_pct / 100.0)
+        else:
+            sigma_t = torch.zeros(n, 1, dtype=torch.float64)
+        rotation = so3_exp(omega) @ rotation0
+        translation = translation0 + offset * sigma_t
+
+    noisy = torch.cat([rotation, translation[..., None]], -1)
+    return noisy.to(device=poses.device, dtype=poses.dtype)
+
+
+def align_sim3(
+    src: torch.Tensor, dst: torch.Tensor, estimate_scale: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least-squares similarity ``dst ~= s R src + t`` (Umeyama 1991) of points ``[N, 3]``.
+
+    ``R`` is a proper rotation (det +1): the SVD's reflection is flipped away. With fewer than
+    two distinct points (no spread) the result is ``s = 1, R = I`` and ``t`` the offset of the
+    means. Computed in float64 without gradients.
+
+    Returns:
+        ``(s [] , R [3, 3], t [3])`` in ``src``'s dtype and device.
+    """
+    if src.dim() != 2 or src.shape[-1] != 3 or src.shape != dst.shape:
+        raise ValueError(
+            f"src and dst must both be [N, 3], got {list(src.shape)} and {list(dst.shape)}"
+        )
+    x, y = src.detach().double(), dst.detach().to(src.device).double()
+    mean_x, mean_y = x.mean(0), y.mean(0)
+    xc, yc = x - mean_x, y - mean_y
+    var_x = (xc * xc).sum(-1).mean()
+    rot = torch.eye(3, dtype=torch.float64, device=x.device)
+    s = torch.ones_like(var_x)
+    if var_x > 1e-24:
+        covariance = yc.T @ xc / x.shape[0]
+        u, singular, vh = torch.linalg.svd(covariance)
+        flip = torch.ones(3, dtype=torch.float64, device=x.device)
+        if torch.det(u) * torch.det(vh) < 0:
+            flip[2] = -1.0
+        rot = u @ torch.diag(flip) @ vh
+        if estimate_scale:
+            s = (singular * flip).sum() / var_x
+    t = mean_y - s * rot @ mean_x
+    return s.to(src.dtype), rot.to(src.dtype), t.to(src.dtype)
+
+
+def apply_sim3_to_poses(
+    poses: torch.Tensor,
+    scale: torch.Tensor | float,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+) -> torch.Tensor:
+    """Move c2w ``poses [N, 3, 4]`` (or 4x4) by the world similarity ``x -> s R x + t``.
+
+    Camera centres map to ``s R c + t`` and orientations to ``R @ R_i`` (a camera has no scale).
+    Returns ``[N, 3, 4]``.
+    """
+    pose = _as_3x4(poses)
+    rotation = rotation.to(pose)
+    scale = torch.as_tensor(scale).to(pose)
+    new_rotation = rotation @ pose[:, :, :3]
+    new_centre = scale * (pose[:, :, 3] @ rotation.T) + translation.to(pose)
+    return torch.cat([new_rotation, new_centre[..., None]], -1)
+
+
+def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    # Population std (ddof 0): defined for a single camera too.
+    return {
+        f"{prefix}_mean": values.mean().item(),
+        f"{prefix}_std": values.std(correction=0).item(),
+        f"{prefix}_median": values.median().item(),
+        f"{prefix}_max": values.max().item(),
+    }
+
+
+def _errors(
+    pred: torch.Tensor, gt: torch.Tensor, mean_distance: float, prefix: str
+) -> dict[str, float]:
+    rotation_error = rotation_geodesic_deg(pred[:, :, :3], gt[:, :, :3])
+    translation_error = (pred[:, :, 3] - gt[:, :, 3]).norm(dim=-1)
+    out = _stats(f"{prefix}rotation_error", rotation_error)
+    out.update(_stats(f"{prefix}translation_error", translation_error))
+    pct = (
+        translation_error * (100.0 / mean_distance)
+        if mean_distance > 0
+        else translation_error * math.nan
+    )
+    out.update(_stats(f"{prefix}translation_error_pct", pct))
+    return out
+
+
+@torch.no_grad()
+def pose_errors(pred: torch.Tensor, gt: torch.Tensor, align: bool = True) -> dict[str, float]:
+    """Rotation and translation errors of c2w poses ``pred`` vs ``gt`` (``[N, 3, 4]`` or 4x4).
+
+    For each error the dict holds ``*_mean``, ``*_std`` (population), ``*_median``, ``*_max``:
+
+    - ``rotation_error_*``: geodesic angle in degrees;
+    - ``translation_error_*``: camera-centre distance in scene units;
+    - ``translation_error_pct_*``: the same in % of the mean GT camera distance from the world
+      origin (``mean_camera_distance``);
+
+    raw (same frame, the seed's protocol) and, when ``align``, again with the prefix ``aligned_``
+    after :func:`align_sim3` of the predicted centres onto the GT centres (orientations turned by
+    the same ``R``). Also with ``align``: ``aligned_barf_translation_error_mean``, BARF's metric
+    (distance between aligned and GT world-to-camera translations ``-R^T c``, scene units; BARF's
+    tables print it x100), and the fitted ``aligned_scale``. Computed in float64.
+    """
+    pred = _as_3x4(pred, "pred").detach().double()
+    gt = _as_3x4(gt, "gt").detach().to(pred.device).double()
+    if pred.shape != gt.shape or pred.shape[0] == 0:
+        raise ValueError(
+            f"pred and gt must be the same non-empty [N, 3, 4], got {list(pred.shape)} and {list(gt.shape)}"
+        )
+    mean_distance = gt[:, :, 3].norm(dim=-1).mean().item()
+    out = {"mean_camera_distance": mean_distance}
+    out.update(_errors(pred, gt, mean_distance, ""))
+    if align:
+        scale, rotation, translation = align_sim3(pred[:, :, 3], gt[:, :, 3])
+        aligned = apply_sim3_to_poses(pred, scale, rotation, translation)
+        out.update(_errors(aligned, gt, mean_distance, "aligned_"))
+
+        def w2c_translation(pose: torch.Tensor) -> torch.Tensor:
+            return -(pose[:, :, :3].transpose(1, 2) @ pose[:, :, 3:])[..., 0]
+
+        barf_error = (w2c_translation(aligned) - w2c_translation(gt)).norm(dim=-1)
+        out["aligned_barf_translation_error_mean"] = barf_error.mean().item()
+        out["aligned_scale"] = scale.item()
+    return out
