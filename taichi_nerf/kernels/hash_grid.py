@@ -1,0 +1,394 @@
+"""Multiresolution hash-grid encoding (Instant-NGP) as Taichi kernels wired into torch autograd.
+
+Public: :class:`HashGridSpec` (the level layout, shared with the torch twin
+``taichi_nerf.reference.hash_encode``), :func:`hash_encode` and the :class:`HashGrid` module.
+
+Level layout (the one rule, used by kernel and twin alike; see :meth:`HashGridSpec.levels`):
+
+* per-level scale ``b = exp((ln finest - ln base) / (L - 1))`` (``b = 1`` when ``L = 1``);
+* resolution ``res_l = floor(base * b**l + 1e-6)`` (the epsilon makes the finest level exactly
+  ``finest_resolution`` despite rounding); a level has ``res_l`` cells and ``res_l + 1``
+  vertices per axis;
+* a level is **dense** when ``(res_l + 1)**3 <= 2**log2_table_size``: vertex ``(i, j, k)`` sits at
+  row ``i + j (res_l+1) + k (res_l+1)**2`` and its segment has ``(res_l+1)**3`` rows rounded up to a
+  multiple of 8 (as instant-ngp aligns its levels); otherwise it is **hashed** into
+  ``2**log2_table_size`` rows with ``(i * 1) ^ (j * 2654435761) ^ (k * 805459861) mod 2**log2T``
+  in uint32 arithmetic;
+* segments are stored level after level: level ``l`` owns rows
+  ``level_offsets()[l] : level_offsets()[l + 1]`` of the ``[table_size, F]`` table.
+
+A point ``x`` in ``[0, 1]^3`` (clamped first) lies at ``p = x * res_l`` in level ``l``; its cell is
+``c = min(floor(p), res_l - 1)`` and the feature is the trilinear blend of the cell's 8 corners
+with weights from ``p - c``.
+"""
+
+# No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import taichi as ti
+import torch
+from torch import nn
+
+from taichi_nerf.kernels import _common
+
+__all__ = ["HASH_PRIMES", "HashGridSpec", "hash_encode", "HashGrid"]
+
+#: Spatial-hash primes per axis (Teschner et al.; Instant-NGP uses 1 for x for cache coherence).
+HASH_PRIMES = (1, 2654435761, 805459861)
+
+_OP = "hash_encode"
+
+
+@dataclass(frozen=True)
+class HashGridSpec:
+    """Shape of a multiresolution hash grid.
+
+    Attributes:
+        n_levels: number of levels L.
+        n_features: features per level F (output has ``L * F`` channels).
+        log2_table_size: log2 of the rows per hashed level (``T = 2**log2_table_size``).
+        base_resolution: cells per axis of the coarsest level.
+        finest_resolution: cells per axis of the finest level.
+    """
+
+    n_levels: int = 16
+    n_features: int = 2
+    log2_table_size: int = 19
+    base_resolution: int = 16
+    finest_resolution: int = 2048
+
+    def __post_init__(self):
+        if not 1 <= self.n_levels <= 64:
+            raise ValueError(f"HashGridSpec: n_levels must be in [1, 64], got {self.n_levels}")
+        if not 1 <= self.n_features <= 8:
+            raise ValueError(f"HashGridSpec: n_features must be in [1, 8], got {self.n_features}")
+        if not 3 <= self.log2_table_size <= 24:
+            raise ValueError(
+                f"HashGridSpec: log2_table_size must be in [3, 24], got {self.log2_table_size}"
+            )
+        if not 1 <= self.base_resolution <= self.finest_resolution <= 2**20:
+            raise ValueError(
+                "HashGridSpec: need 1 <= base_resolution <= finest_resolution <= 2**20, got "
+                f"{self.base_resolution} and {self.finest_resolution}"
+            )
+
+    @property
+    def output_dim(self) -> int:
+        """Channels of the encoding, ``n_levels * n_features``."""
+        return self.n_levels * self.n_features
+
+    @property
+    def per_level_scale(self) -> float:
+        """Growth factor ``b`` of the resolution from one level to the next."""
+        if self.n_levels == 1:
+            return 1.0
+        return math.exp(
+            (math.log(self.finest_resolution) - math.log(self.base_resolution))
+            / (self.n_levels - 1)
+        )
+
+    @cached_property
+    def _layout(self) -> tuple[tuple[int, ...], tuple[bool, ...], tuple[int, ...]]:
+        b = self.per_level_scale
+        hashed_rows = 2**self.log2_table_size
+        resolutions, dense, sizes = [], [], []
+        for level in range(self.n_levels):
+            res = max(1, math.floor(self.base_resolution * b**level + 1e-6))
+            vertices = (res + 1) ** 3
+            is_dense = vertices <= hashed_rows
+            resolutions.append(res)
+            dense.append(is_dense)
+            sizes.append(min(hashed_rows, (vertices + 7) // 8 * 8) if is_dense else hashed_rows)
+        return tuple(resolutions), tuple(dense), tuple(sizes)
+
+    def resolutions(self) -> tuple[int, ...]:
+        """Cells per axis of each level, ``[L]``."""
+        return self._layout[0]
+
+    def dense_levels(self) -> tuple[bool, ...]:
+        """Whether each level is densely indexed (True) or hashed (False), ``[L]``."""
+        return self._layout[1]
+
+    def level_sizes(self) -> tuple[int, ...]:
+        """Rows of each level's table segment, ``[L]``."""
+        return self._layout[2]
+
+    def level_offsets(self) -> tuple[int, ...]:
+        """First row of each level's segment, plus the total row count at the end, ``[L + 1]``."""
+        offsets = [0]
+        for size in self.level_sizes():
+            offsets.append(offsets[-1] + size)
+        return tuple(offsets)
+
+    @property
+    def table_size(self) -> int:
+        """Total rows of the table, ``T_total``."""
+        return self.level_offsets()[-1]
+
+    def levels(self) -> list[tuple[int, int, int, bool]]:
+        """Per level ``(resolution, offset, size, dense)`` -- what kernel and twin iterate over."""
+        offsets = self.level_offsets()
+        return [
+            (res, offsets[level], size, dense)
+            for level, (res, size, dense) in enumerate(
+                zip(self.resolutions(), self.level_sizes(), self.dense_levels())
+            )
+        ]
+
+
+# Level metadata as an int32 tensor [L, 3] = (resolution, offset, hash mask or -1 when dense),
+# cached per (spec, device) so a call on CUDA does not copy it every time.
+_META_CACHE: dict[tuple[HashGridSpec, str], torch.Tensor] = {}
+
+
+def _level_meta(spec: HashGridSpec, device: torch.device) -> torch.Tensor:
+    key = (spec, str(device))
+    meta = _META_CACHE.get(key)
+    if meta is None:
+        mask = 2**spec.log2_table_size - 1
+        rows = [[res, off, -1 if dense else mask] for res, off, _, dense in spec.levels()]
+        meta = torch.tensor(rows, dtype=torch.int32, device=device)
+        _META_CACHE[key] = meta
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# Taichi kernels. One parallel item per (point, level): 2^22 items at production size keeps every
+# core (and a GPU) busy, and all points of a level read the same table segment.
+
+
+@ti.func
+def _corner_row(corner, res: ti.i32, mask: ti.i32) -> ti.i32:
+    row = 0
+    if mask < 0:
+        stride = res + 1
+        row = corner[0] + stride * (corner[1] + stride * corner[2])
+    else:
+        h = (
+            ti.cast(corner[0], ti.u32)
+            ^ (ti.cast(corner[1], ti.u32) * ti.u32(HASH_PRIMES[1]))
+            ^ (ti.cast(corner[2], ti.u32) * ti.u32(HASH_PRIMES[2]))
+        )
+        row = ti.cast(h & ti.cast(mask, ti.u32), ti.i32)
+    return row
+
+
+@ti.func
+def _cell_and_frac(x: ti.template(), i: ti.i32, res: ti.i32, dt: ti.template()):
+    scale = ti.cast(res, dt)
+    cell = ti.Vector([0, 0, 0], dt=ti.i32)
+    frac = ti.Vector([0.0, 0.0, 0.0], dt=dt)
+    for d in ti.static(range(3)):
+        p = ti.min(ti.max(x[i, d], ti.cast(0.0, dt)), ti.cast(1.0, dt)) * scale
+        c = ti.min(ti.cast(ti.floor(p), ti.i32), res - 1)
+        cell[d] = c
+        frac[d] = p - ti.cast(c, dt)
+    return cell, frac
+
+
+@ti.kernel
+def _hash_forward_kernel(
+    x: ti.types.ndarray(),
+    table: ti.types.ndarray(),
+    meta: ti.types.ndarray(),
+    out: ti.types.ndarray(),
+    n_levels: ti.template(),
+    n_features: ti.template(),
+    dt: ti.template(),
+):
+    for i, level in ti.ndrange(x.shape[0], n_levels):
+        res = meta[level, 0]
+        offset = meta[level, 1]
+        mask = meta[level, 2]
+        cell, frac = _cell_and_frac(x, i, res, dt)
+        acc = ti.Vector.zero(dt, n_features)
+        for c in ti.static(range(8)):
+            bits = ti.static((c & 1, (c >> 1) & 1, (c >> 2) & 1))
+            w = ti.cast(1.0, dt)
+            for d in ti.static(range(3)):
+                w *= frac[d] if bits[d] else ti.cast(1.0, dt) - frac[d]
+            row = offset + _corner_row(cell + ti.Vector(bits, dt=ti.i32), res, mask)
+            for f in ti.static(range(n_features)):
+                acc[f] += w * table[row, f]
+        for f in ti.static(range(n_features)):
+            out[i, level * n_features + f] = acc[f]
+
+
+@ti.kernel
+def _hash_backward_kernel(
+    x: ti.types.ndarray(),
+    table: ti.types.ndarray(),
+    meta: ti.types.ndarray(),
+    v_out: ti.types.ndarray(),
+    v_table: ti.types.ndarray(),
+    v_x: ti.types.ndarray(),
+    n_levels: ti.template(),
+    n_features: ti.template(),
+    need_table: ti.template(),
+    need_x: ti.template(),
+    dt: ti.template(),
+):
+    for i, level in ti.ndrange(x.shape[0], n_levels):
+        res = meta[level, 0]
+        offset = meta[level, 1]
+        mask = meta[level, 2]
+        cell, frac = _cell_and_frac(x, i, res, dt)
+        g = ti.Vector.zero(dt, n_features)
+        for f in ti.static(range(n_features)):
+            g[f] = v_out[i, level * n_features + f]
+        v_frac = ti.Vector.zero(dt, 3)
+        for c in ti.static(range(8)):
+            bits = ti.static((c & 1, (c >> 1) & 1, (c >> 2) & 1))
+            wd = ti.Vector.zero(dt, 3)
+            for d in ti.static(range(3)):
+                wd[d] = frac[d] if bits[d] else ti.cast(1.0, dt) - frac[d]
+            row = offset + _corner_row(cell + ti.Vector(bits, dt=ti.i32), res, mask)
+            if ti.static(need_table):
+                w = wd[0] * wd[1] * wd[2]
+                for f in ti.static(range(n_features)):
+                    ti.atomic_add(v_table[row, f], w * g[f])
+            if ti.static(need_x):
+                dot = ti.cast(0.0, dt)
+                for f in ti.static(range(n_features)):
+                    dot += g[f] * table[row, f]
+                # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
+                v_frac[0] += dot * (1.0 if bits[0] else -1.0) * wd[1] * wd[2]
+                v_frac[1] += dot * (1.0 if bits[1] else -1.0) * wd[0] * wd[2]
+                v_frac[2] += dot * (1.0 if bits[2] else -1.0) * wd[0] * wd[1]
+        if ti.static(need_x):
+            scale = ti.cast(res, dt)
+            for d in ti.static(range(3)):
+                xd = x[i, d]
+                # Clamping to [0, 1] passes the gradient only inside (boundaries included).
+                if xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt):
+                    ti.atomic_add(v_x[i, d], v_frac[d] * scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd
+
+
+class _HashEncodeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, table, spec: HashGridSpec):
+        x_k, table_k = _common.for_kernel(x), _common.for_kernel(table)
+        out = _common.empty_like_poisoned(
+            (x.shape[0], spec.output_dim), dtype=x.dtype, device=x.device
+        )
+        meta = _level_meta(spec, x.device)
+        if x.shape[0] > 0:
+            _hash_forward_kernel(
+                x_k, table_k, meta, out, spec.n_levels, spec.n_features,
+                _common.ti_dtype(x.dtype),
+            )  # fmt: skip
+        ctx.spec = spec
+        need_x = ctx.needs_input_grad[0]
+        # x is always needed (weights); the table only for the x-gradient.
+        ctx.save_for_backward(x_k, table_k if need_x else None)
+        ctx.table_shape = table.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, v_out):
+        spec: HashGridSpec = ctx.spec
+        x, table = ctx.saved_tensors
+        need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_table):
+            return None, None, None
+        dtype, device = x.dtype, x.device
+        v_out = _common.for_kernel(v_out)
+        v_table = _common.zeros(ctx.table_shape, dtype=dtype, device=device) if need_table else None
+        v_x = _common.zeros(x.shape, dtype=dtype, device=device) if need_x else None
+        if x.shape[0] > 0:
+            # Unused buffers still need a typed ndarray argument; a 1-row dummy costs nothing.
+            dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
+            _hash_backward_kernel(
+                x,
+                table if table is not None else dummy,
+                _level_meta(spec, device),
+                v_out,
+                v_table if v_table is not None else dummy,
+                v_x if v_x is not None else torch.zeros((1, 3), dtype=dtype, device=device),
+                spec.n_levels,
+                spec.n_features,
+                bool(need_table),
+                bool(need_x),
+                _common.ti_dtype(dtype),
+            )
+        return v_x, v_table, None
+
+
+def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> torch.Tensor:
+    """Encode points with a multiresolution hash grid (Instant-NGP), trilinearly interpolated.
+
+    Args:
+        x: ``[N, 3]`` positions in the unit cube (normalise world positions by the scene box
+            first). Values outside ``[0, 1]`` are clamped; the clamped coordinates then get zero
+            gradient.
+        table: ``[spec.table_size, spec.n_features]`` feature table, same dtype (float32 or
+            float64) and device as ``x``. Level ``l`` uses rows
+            ``spec.level_offsets()[l]:spec.level_offsets()[l + 1]``.
+        spec: the grid layout (levels, features, table size, resolutions).
+
+    Returns:
+        ``[N, spec.n_levels * spec.n_features]`` features, level-major (level 0's F features
+        first). Differentiable in ``table`` and in ``x`` (the derivative of the trilinear
+        weights; piecewise smooth, continuous across cells).
+
+    Example:
+        >>> spec = HashGridSpec(n_levels=4, log2_table_size=12, finest_resolution=128)
+        >>> table = torch.zeros(spec.table_size, spec.n_features)
+        >>> hash_encode(torch.rand(5, 3), table, spec).shape
+        torch.Size([5, 8])
+    """
+    if not isinstance(spec, HashGridSpec):
+        raise ValueError(f"{_OP}: spec must be a HashGridSpec, got {type(spec).__name__}")
+    _common.check_tensor("x", x, op=_OP, shape=(None, 3))
+    _common.check_tensor("table", table, op=_OP, shape=(spec.table_size, spec.n_features))
+    if table.dtype != x.dtype:
+        raise ValueError(
+            f"{_OP}: table is {table.dtype} but x is {x.dtype}; cast one so both match"
+        )
+    _common.prepare(_OP, x=x, table=table)
+    return _HashEncodeFunction.apply(x, table, spec)
+
+
+class HashGrid(nn.Module):
+    """A hash-grid encoder owning its feature table.
+
+    Args:
+        spec: grid layout; defaults to Instant-NGP's (16 levels, F=2, T=2^19, 16..2048).
+        init_scale: the table starts ``U(-init_scale, init_scale)`` (Instant-NGP: 1e-4).
+        dtype: table dtype (inputs must match it).
+
+    ``forward(x [N, 3] in [0, 1]) -> [N, output_dim]``; gradients reach ``table`` and ``x``.
+    """
+
+    def __init__(
+        self,
+        spec: HashGridSpec | None = None,
+        *,
+        init_scale: float = 1e-4,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.spec = spec if spec is not None else HashGridSpec()
+        table = torch.empty(self.spec.table_size, self.spec.n_features, dtype=dtype)
+        self.table = nn.Parameter(table.uniform_(-init_scale, init_scale))
+
+    @property
+    def output_dim(self) -> int:
+        """Channels of the encoding, ``n_levels * n_features``."""
+        return self.spec.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hash_encode(x, self.table, self.spec)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (
+            f"levels={s.n_levels}, features={s.n_features}, log2_table_size={s.log2_table_size}, "
+            f"resolution={s.base_resolution}..{s.finest_resolution}, rows={s.table_size}"
+        )
