@@ -1,0 +1,27 @@
+"""Fixed-pose baselines: train a NeRF on clean poses, or on noisy poses that never move.
+
+    python examples/train.py                          # clean (dataset) poses
+    python examples/train.py --init-mode noisy        # the noise of train_pose_opt.py, fixed
+
+Same flags and outputs as train_pose_opt.py (run folder {scene}_fixed_...), minus pose learning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import tyro
+
+from taichi_nerf.training import TrainConfig
+from taichi_nerf.training.cli import run_training
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = tyro.cli(TrainConfig, args=argv, description=__doc__,
+                      default=TrainConfig(init_mode="clean", fixed_poses=True))
+    return run_training(dataclasses.replace(config, fixed_poses=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

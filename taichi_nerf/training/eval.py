@@ -1,0 +1,287 @@
+"""Evaluation on the test split: PSNR, SSIM, pose errors, optional test-time pose refinement.
+
+Protocol (DESIGN.md "Evaluation"): when the training poses moved, the field lives in the learned
+frame, so the ground-truth test poses are first moved by the Sim(3) that maps the ground-truth
+training camera centres onto the learned ones (Umeyama; orientations turned by its rotation).
+BARF's test-time refinement (optional) then gives each test view a fresh zero pose delta and runs
+Adam on its photometric loss with the field frozen. ``metrics.json`` says which was used.
+
+SSIM is the NeRF/mip-NeRF one: 11x11 Gaussian window (sigma 1.5), separable, "valid" filtering
+(no padding), K1 = 0.01, K2 = 0.03, averaged over pixels and channels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from taichi_nerf.training.config import (
+    EvalConfig,
+    TrainConfig,
+    config_from_dict,
+    resolve_device,
+)
+from taichi_nerf.training.logging import save_png
+
+__all__ = ["psnr", "ssim", "make_renderer", "test_alignment", "refine_test_pose",
+           "evaluate_test_split", "evaluate_run"]
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1] (any shape)."""
+    mse = F.mse_loss(pred.double(), target.double()).item()
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03, max_val: float = 1.0) -> float:
+    """Structural similarity of two ``[H,W,C]`` images in [0, max_val] (mip-NeRF's definition)."""
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f"ssim needs two [H,W,C] images of one shape, got {list(pred.shape)} "
+                         f"and {list(target.shape)}")
+    if min(pred.shape[:2]) < window:
+        raise ValueError(f"ssim needs images of at least {window}x{window} pixels")
+    x = pred.detach().double().permute(2, 0, 1)[:, None]
+    y = target.detach().double().to(x.device).permute(2, 0, 1)[:, None]
+    coords = torch.arange(window, dtype=torch.float64, device=x.device) - (window - 1) / 2
+    g = torch.exp(-0.5 * (coords / sigma) ** 2)
+    g = g / g.sum()
+
+    def blur(z):
+        return F.conv2d(F.conv2d(z, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = (blur(x * x) - mu_x**2).clamp_min(0)
+    var_y = (blur(y * y) - mu_y**2).clamp_min(0)
+    cov = blur(x * y) - mu_x * mu_y
+    # Clip the covariance to what Cauchy-Schwarz allows (rounding can exceed it), as mip-NeRF.
+    cov = torch.sign(cov) * torch.minimum(torch.sqrt(var_x * var_y), cov.abs())
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    numer = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denom = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return float((numer / denom).mean())
+
+
+def make_renderer(cfg: TrainConfig, scene_aabb: torch.Tensor, near: float, far: float):
+    """The renderer a (resolved) config describes."""
+    from taichi_nerf.models import build_renderer
+
+    if cfg.model == "ngp":
+        n = cfg.ngp
+        kwargs: dict[str, Any] = dict(
+            n_levels=n.n_levels, n_features=n.n_features, log2_table_size=n.log2_table_size,
+            base_resolution=n.base_resolution, finest_resolution=n.finest_resolution,
+            hidden_dim=n.hidden_dim, grid_resolution=n.grid_resolution,
+            marching_steps=n.marching_steps, max_samples_per_ray=n.max_samples_per_ray)
+    else:
+        kwargs = {}
+    return build_renderer(cfg.model, scene_aabb, near, far, **kwargs)
+
+
+def test_alignment(learned_train_poses: torch.Tensor, gt_train_poses: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Sim(3) ``(s, R, t)`` taking the ground-truth frame to the learned one (fitted on training
+    camera centres), or None when the learned poses are the ground truth (nothing to align)."""
+    from taichi_nerf.poses import align_sim3
+
+    if torch.equal(learned_train_poses.cpu(), gt_train_poses.cpu()):
+        return None
+    return align_sim3(gt_train_poses[:, :, 3].double(), learned_train_poses[:, :, 3].double())
+
+
+def refine_test_pose(renderer, pose: torch.Tensor, image: torch.Tensor, intrinsics: torch.Tensor,
+                     background: torch.Tensor, *, steps: int = 100, lr: float = 1e-3,
+                     rays: int = 1024, seed: int = 0) -> torch.Tensor:
+    """BARF test-time refinement of one camera: a fresh zero delta, Adam on ``rays`` random pixels
+    of ``image`` (``uint8 [H,W,3]``) per step, field frozen. Returns the refined ``[3,4]`` pose."""
+    from taichi_nerf.poses import CameraPoseParameters
+    from taichi_nerf.rays import pixels_to_rays
+
+    device = pose.device
+    params = CameraPoseParameters(pose[None].detach())
+    optimizer = torch.optim.Adam(params.parameters(), lr=lr)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    height, width = image.shape[:2]
+    frozen = [p for p in renderer.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            flat = torch.randint(0, height * width, (rays,), generator=generator).to(device)
+            pixels = torch.stack([flat % width, flat // width], -1)
+            target = image.reshape(-1, 3)[flat].to(device=device, dtype=torch.float32) / 255.0
+            cam = torch.zeros(rays, dtype=torch.long, device=device)
+            rays_o, rays_d = pixels_to_rays(pixels, cam, params(), intrinsics.reshape(1, 4))
+            out = renderer.render_rays(rays_o, rays_d, background=background, train=False)
+            loss = F.mse_loss(out["rgb"], target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return params.get_poses()[0]
+
+
+@torch.no_grad()
+def _render_view(renderer, pose, intrinsics, width, height, background, chunk):
+    from taichi_nerf.rays import image_rays
+    from taichi_nerf.render import render_image
+
+    rays_o, rays_d = image_rays(pose, intrinsics, width, height)
+    return render_image(renderer, rays_o, rays_d, background=background, chunk=chunk,
+                        height=height, width=width)
+
+
+def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
+                        gt_train_poses: torch.Tensor, *, eval_config: EvalConfig,
+                        background: torch.Tensor, images_dir: Path | None, chunk: int = 16384,
+                        device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """Render the test views and score them.
+
+    Args:
+        renderer: a trained renderer (switched to eval mode here).
+        test_set: the test ``ImageSet``.
+        learned_train_poses, gt_train_poses: ``[N,3,4]`` training cameras (for the alignment).
+        eval_config: view count and test-time refinement settings.
+        images_dir: where ``test_{k:03d}.png`` renders go (None: not written).
+
+    Returns:
+        dict with ``psnr``, ``ssim`` (means), ``num_views``, ``pose_alignment``,
+        ``test_time_refinement``, ``per_view`` list.
+    """
+    device = torch.device(device)
+    renderer.eval()
+    count = len(test_set) if eval_config.num_test_views is None else min(
+        eval_config.num_test_views, len(test_set))
+    alignment = test_alignment(learned_train_poses, gt_train_poses)
+    poses = test_set.poses[:count].to(device)
+    if alignment is not None:
+        from taichi_nerf.poses import apply_sim3_to_poses
+
+        s, rot, t = alignment
+        poses = apply_sim3_to_poses(poses.double(), s, rot, t).to(torch.float32)
+    per_view = []
+    for k in range(count):
+        image = test_set.images[k]
+        intrinsics = test_set.intrinsics[k].to(device)
+        pose = poses[k]
+        if eval_config.test_time_refine:
+            pose = refine_test_pose(renderer, pose, image.to(device), intrinsics, background,
+                                    steps=eval_config.refine_steps, lr=eval_config.refine_lr,
+                                    rays=eval_config.refine_rays, seed=seed + k)
+        out = _render_view(renderer, pose, intrinsics, test_set.width, test_set.height,
+                           background, chunk)
+        target = image.to(device=device, dtype=torch.float32) / 255.0
+        rgb = out["rgb"].clamp(0, 1)
+        per_view.append({"index": k, "file": test_set.file_paths[k], "psnr": psnr(rgb, target),
+                         "ssim": ssim(rgb, target)})
+        if images_dir is not None:
+            save_png(Path(images_dir) / f"test_{k:03d}.png", rgb)
+    return {
+        "psnr": sum(v["psnr"] for v in per_view) / max(count, 1),
+        "ssim": sum(v["ssim"] for v in per_view) / max(count, 1),
+        "num_views": count,
+        "pose_alignment": "sim3_from_train_cameras" if alignment is not None else "none",
+        "test_time_refinement": bool(eval_config.test_time_refine),
+        "per_view": per_view,
+    }
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
+                 eval_config: EvalConfig | None = None, device: str = "auto",
+                 data_dir: str | None = None, write: bool = True) -> dict[str, Any]:
+    """Evaluate a finished (or interrupted) run folder; writes ``metrics.json`` and
+    ``images/test_*.png`` into it when ``write``.
+
+    Args:
+        run_dir: ``outputs/<experiment>/``.
+        checkpoint: ``latest``, ``best``, a step number, or a checkpoint path.
+        eval_config: view count / test-time refinement (default: the run's own settings).
+        data_dir: where the scene lives, if not where the run found it.
+    """
+    import taichi_nerf
+    from taichi_nerf.data import load_scene
+    from taichi_nerf.poses import CameraPoseParameters, pose_errors
+    from taichi_nerf.training.checkpoint import CheckpointError, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    names = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
+    if checkpoint in names:
+        path = run_dir / names[checkpoint]
+    elif checkpoint.isdigit():
+        path = run_dir / f"checkpoint_{checkpoint}.pt"
+    else:
+        path = Path(checkpoint)
+    dev = resolve_device(device)
+    taichi_nerf.init(dev.type)
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    if eval_config is None:
+        eval_config = cfg.eval
+    test_set = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
+                          splits=("test",), downscale=cfg.downscale,
+                          background=cfg.background)["test"]
+    renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far)
+    renderer.load_state_dict(state["renderer"])
+    renderer.to(dev)
+    poses = CameraPoseParameters(state["initial_poses"])
+    poses.load_state_dict(state["poses"])
+    learned, gt = poses.get_poses(), state["ground_truth_poses"]
+    background = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
+    images_dir = run_dir / "images" if write else None
+    test = evaluate_test_split(
+        renderer, test_set, learned.to(dev), gt.to(dev), eval_config=eval_config,
+        background=background, images_dir=images_dir, chunk=cfg.ngp.eval_chunk, device=dev,
+        seed=cfg.seed)
+    metrics = build_metrics(cfg, test, pose_errors(learned, gt, align=True),
+                            pose_errors(state["initial_poses"], gt, align=True),
+                            step=int(state["step"]), checkpoint=path.name, device=dev)
+    if write:
+        write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def build_metrics(cfg: TrainConfig, test: dict[str, Any], final_errors: dict[str, float],
+                  initial_errors: dict[str, float], *, step: int, checkpoint: str,
+                  device: torch.device, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``metrics.json`` dict (flat headline numbers first, details after)."""
+    metrics: dict[str, Any] = {
+        "scene": cfg.scene, "model": cfg.model, "init_mode": cfg.init_mode,
+        "fixed_poses": cfg.fixed_poses, "step": step, "checkpoint": checkpoint,
+        "device": device_name(device),
+        "test_psnr": test["psnr"], "test_ssim": test["ssim"],
+        "rotation_error_mean": final_errors["rotation_error_mean"],
+        "translation_error_mean": final_errors["translation_error_mean"],
+        "aligned_rotation_error_mean": final_errors.get("aligned_rotation_error_mean"),
+        "aligned_translation_error_mean": final_errors.get("aligned_translation_error_mean"),
+        "test": test, "pose_errors": final_errors, "initial_pose_errors": initial_errors,
+    }
+    if extra:
+        metrics.update(extra)
+    return metrics
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device name for result files."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp + rename)."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
