@@ -1,0 +1,97 @@
+"""Random training pixels: the images stay on the device as uint8; rays are made per batch.
+
+No rays are precomputed: the poses change during pose optimization, so the trainer turns each
+batch's ``(camera_ids, pixels)`` into rays from the *current* poses with
+``taichi_nerf.rays.pixels_to_rays``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["PixelSampler"]
+
+
+class PixelSampler:
+    """Uniform random pixels over all pixels of all training images, with a seeded generator.
+
+    Args:
+        images: ``uint8 [N, H, W, 3]`` training images (e.g. ``ImageSet.images``); a copy is
+            kept on ``device``.
+        seed: seed of the ``torch.Generator`` (on ``device``) that draws the pixels.
+        device: where the images live and batches are returned.
+
+    Example:
+        >>> sampler = PixelSampler(image_set.images, seed=0, device="cuda")
+        >>> camera_ids, pixels, rgb = sampler.sample(4096)
+        >>> rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses, image_set.intrinsics)
+    """
+
+    def __init__(
+        self, images: torch.Tensor, seed: int = 0, device: torch.device | str = "cpu"
+    ) -> None:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+            got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"PixelSampler: images must be a uint8 tensor [N, H, W, 3], got {got}")
+        if images.dim() != 4 or images.shape[3] != 3 or images.numel() == 0:
+            raise ValueError(
+                f"PixelSampler: images must have shape [N, H, W, 3] with N, H, W > 0, "
+                f"got {list(images.shape)}"
+            )
+        self.device = torch.device(device)
+        self.images = images.to(self.device).contiguous()
+        self.num_images, self.height, self.width = (int(s) for s in images.shape[:3])
+        self.num_pixels = self.num_images * self.height * self.width
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self._flat_rgb = self.images.view(-1, 3)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` pixels uniformly (with replacement) from all images.
+
+        Returns:
+            ``camera_ids [B]`` long image indices, ``pixels [B, 2]`` long ``(u, v)`` =
+            (column, row), and ``rgb [B, 3]`` float32 targets in [0, 1], all on ``device``.
+        """
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(
+                f"PixelSampler.sample: batch_size must be an integer >= 1, got {batch_size!r}"
+            )
+        flat = torch.randint(
+            0, self.num_pixels, (int(batch_size),), generator=self.generator, device=self.device
+        )
+        pixels_per_image = self.height * self.width
+        camera_ids = flat // pixels_per_image
+        within = flat - camera_ids * pixels_per_image
+        v = within // self.width
+        u = within - v * self.width
+        rgb = self._flat_rgb[flat].to(torch.float32) / 255.0
+        return camera_ids, torch.stack([u, v], dim=-1), rgb
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state (and the image-set shape it belongs to) for an exact resume."""
+        return {
+            "generator_state": self.generator.get_state(),
+            "seed": self.seed,
+            "shape": (self.num_images, self.height, self.width),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``: later batches equal those the saved sampler would draw."""
+        shape = tuple(state.get("shape", ()))
+        if shape != (self.num_images, self.height, self.width):
+            raise ValueError(
+                f"PixelSampler.load_state_dict: state is for images of shape {list(shape)} "
+                f"[N, H, W], this sampler has {[self.num_images, self.height, self.width]}"
+            )
+        self.generator.set_state(state["generator_state"].cpu())
+        self.seed = int(state.get("seed", self.seed))
+
+    def __repr__(self) -> str:
+        return (
+            f"PixelSampler(images=[{self.num_images}, {self.height}, {self.width}, 3], "
+            f"seed={self.seed}, device={self.device})"
+        )
