@@ -36,8 +36,12 @@ __all__ = [
     "ROTATION_TOLERANCE",
     "load_blender_scene",
     "load_blender_split",
+    "check_frames",
+    "check_load_options",
+    "frame_intrinsics",
     "load_frames",
     "parse_bounds",
+    "parse_pose",
     "read_image",
     "downscale_area",
 ]

@@ -93,7 +93,7 @@ def find_scene(scene: str, data_dir: str | os.PathLike | None = None) -> Path:
     else:
         candidates = [root / scene, root / "nerf_synthetic" / scene]
     tried = []
-    for candidate in candidates:
+    for candidate in (c.absolute() for c in candidates):
         if candidate.is_dir() and scene_format(candidate) is not None:
             return candidate
         if candidate.is_dir():
@@ -111,7 +111,7 @@ def find_scene(scene: str, data_dir: str | os.PathLike | None = None) -> Path:
         root_from = "the default ./data"
     raise DatasetError(
         f"scene {scene!r} not found; looked in: {'; '.join(tried)} "
-        f"(data root {root.resolve()} from {root_from}). "
+        f"(data root {root.absolute()} from {root_from}). "
         f"Get nerf_synthetic from {NERF_SYNTHETIC_URL} (nerf_synthetic.zip) or lego alone from "
         f"{NERF_EXAMPLE_DATA_URL}, unzip it, then pass --data-dir /path/to/folder_with_"
         f"nerf_synthetic or set {DATA_ENV_VAR}=/path/to/folder_with_nerf_synthetic; "
