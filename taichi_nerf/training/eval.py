@@ -28,7 +28,7 @@ from taichi_nerf.training.config import (
 )
 from taichi_nerf.training.logging import save_png
 
-__all__ = ["psnr", "ssim", "make_renderer", "test_alignment", "refine_test_pose",
+__all__ = ["psnr", "ssim", "make_renderer", "fit_test_alignment", "refine_test_pose",
            "evaluate_test_split", "evaluate_run"]
 
 
@@ -83,7 +83,7 @@ def make_renderer(cfg: TrainConfig, scene_aabb: torch.Tensor, near: float, far: 
     return build_renderer(cfg.model, scene_aabb, near, far, **kwargs)
 
 
-def test_alignment(learned_train_poses: torch.Tensor, gt_train_poses: torch.Tensor
+def fit_test_alignment(learned_train_poses: torch.Tensor, gt_train_poses: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Sim(3) ``(s, R, t)`` taking the ground-truth frame to the learned one (fitted on training
     camera centres), or None when the learned poses are the ground truth (nothing to align)."""
@@ -159,7 +159,7 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
     renderer.eval()
     count = len(test_set) if eval_config.num_test_views is None else min(
         eval_config.num_test_views, len(test_set))
-    alignment = test_alignment(learned_train_poses, gt_train_poses)
+    alignment = fit_test_alignment(learned_train_poses, gt_train_poses)
     poses = test_set.poses[:count].to(device)
     if alignment is not None:
         from taichi_nerf.poses import apply_sim3_to_poses

@@ -50,7 +50,7 @@ from taichi_nerf.training.eval import (
     evaluate_test_split,
     make_renderer,
     psnr,
-    test_alignment,
+    fit_test_alignment,
     write_json,
 )
 from taichi_nerf.training.logging import RunLogger, save_png
@@ -170,7 +170,7 @@ class _Validator:
 
         renderer.eval()
         poses = self.val_set.poses[:self.count].to(self.device)
-        alignment = test_alignment(learned, gt)
+        alignment = fit_test_alignment(learned, gt)
         if alignment is not None:
             poses = apply_sim3_to_poses(poses.double(), *alignment).to(torch.float32)
         values = []

@@ -1,0 +1,120 @@
+"""Command lines: every user mistake is one ``error:`` line and a non-zero exit."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"  # where the demo scene is generated (git-ignored), shared with the README
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+train_pose_opt = _load("train_pose_opt")
+train_baseline = _load("train")
+evaluate = _load("evaluate")
+
+# Tiny but complete runs: 16 px demo images, two steps.
+TINY = ["--data-dir", str(DATA), "--downscale", "8", "--num-iters", "2", "--val-every", "2",
+        "--no-progress", "--num-val-views", "1", "--eval.num-test-views", "1"]
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_missing_scene(tmp_path, capsys):
+    code = train_pose_opt.main(["--scene", "nope", "--data-dir", str(tmp_path),
+                                "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "nope" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_both_translation_noise_forms(tmp_path, capsys):
+    code = train_pose_opt.main(["--translation-noise", "0.1", "--translation-noise-pct", "1",
+                                "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "not both" in _one_error_line(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu(tmp_path, capsys):
+    assert train_pose_opt.main(["--device", "cuda", "--output-dir", str(tmp_path)]) == 2
+    assert "cuda" in _one_error_line(capsys).lower()
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = train_pose_opt.main(TINY + ["--output-dir", str(blocker / "out")])
+    assert code == 2
+    assert "output dir" in _one_error_line(capsys)
+
+
+def test_resume_missing_or_not_a_checkpoint(tmp_path, capsys):
+    assert train_pose_opt.main(["--resume", str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in _one_error_line(capsys)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("hello")
+    assert train_pose_opt.main(["--resume", str(junk)]) == 2
+    assert "checkpoint" in _one_error_line(capsys)
+    assert train_pose_opt.main(["--resume", "latest", "--output-dir", str(tmp_path / "e")]) == 2
+    assert "latest" in _one_error_line(capsys)
+
+
+def test_evaluate_bad_run_folder(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path / "nope")]) == 2
+    assert "not found" in _one_error_line(capsys)
+
+
+def test_noisy_init_with_nothing_learned_warns_and_runs(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="stay fixed"):
+        code = train_pose_opt.main(TINY + ["--no-learn-rotation", "--no-learn-translation",
+                                           "--output-dir", str(tmp_path),
+                                           "--experiment-name", "frozen"])
+    assert code == 0
+    assert "rotation error" in capsys.readouterr().out
+    data = torch.load(tmp_path / "frozen" / "final_poses.pt", weights_only=True)
+    assert torch.equal(data["initial_poses"], data["optimized_poses"])
+    # the same name again without --resume: refused, nothing overwritten
+    before = (tmp_path / "frozen" / "metrics.json").read_bytes()
+    code = train_pose_opt.main(TINY + ["--output-dir", str(tmp_path), "--experiment-name",
+                                       "frozen"])
+    assert code == 2
+    assert "already exists" in _one_error_line(capsys)
+    assert (tmp_path / "frozen" / "metrics.json").read_bytes() == before
+
+
+def test_baseline_cli_keeps_poses_fixed(tmp_path):
+    assert train_baseline.main(TINY + ["--init-mode", "noisy", "--output-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    assert run.name.startswith("demo_fixed_noisyinit_rot3deg_trans1pct_")
+    data = torch.load(run / "final_poses.pt", weights_only=True)
+    assert torch.equal(data["initial_poses"], data["optimized_poses"])
+    assert not torch.equal(data["initial_poses"], data["ground_truth_poses"])
+
+
+def test_script_entry_point_and_underscore_spelling(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_pose_opt.py"), "--init_mode", "noisy",
+         "--translation_noise", "0.1", "--translation_noise_pct", "1",
+         "--output_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "not both" in lines[-1]
+    assert "Traceback" not in proc.stderr

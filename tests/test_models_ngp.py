@@ -1,0 +1,92 @@
+"""NGPField and NGPRenderer: shapes, ranges, trunc_exp, and gradients reaching the rays."""
+
+import pytest
+import torch
+
+from taichi_nerf.models import NGPField, NGPRenderer, build_renderer, trunc_exp
+
+AABB = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+SMALL = dict(n_levels=4, log2_table_size=12, finest_resolution=64, hidden_dim=16)
+
+
+def _rays(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # cameras on a sphere of radius 3 looking roughly at the origin
+    origin = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3.0
+    target = 0.3 * torch.randn(n, 3, generator=g)
+    return origin, torch.nn.functional.normalize(target - origin, dim=-1)
+
+
+def test_trunc_exp_forward_is_exp_and_backward_is_clamped():
+    x = torch.tensor([-20.0, 0.0, 3.0, 20.0], dtype=torch.float64, requires_grad=True)
+    y = trunc_exp(x)
+    assert torch.equal(y, torch.exp(x))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    expected = torch.exp(x.detach().clamp(-15, 15))
+    assert torch.allclose(grad, expected)
+
+
+def test_field_outputs_and_gradients_to_positions_and_directions():
+    torch.manual_seed(0)
+    field = NGPField(AABB, **SMALL)
+    positions = (torch.rand(500, 3) * 1.8 - 0.9).requires_grad_()
+    directions = torch.nn.functional.normalize(torch.randn(500, 3), dim=-1).requires_grad_()
+    sigmas, rgbs = field(positions, directions)
+    assert sigmas.shape == (500,) and rgbs.shape == (500, 3)
+    assert (sigmas > 0).all() and ((rgbs > 0) & (rgbs < 1)).all()
+    v_sigma, v_rgb = torch.randn_like(sigmas), torch.randn_like(rgbs)
+    loss = (sigmas * v_sigma).sum() + (rgbs * v_rgb).sum()
+    grads = torch.autograd.grad(loss, [positions, directions, field.encoding.table])
+    for g in grads:
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+    assert torch.allclose(field.density(positions.detach()), sigmas.detach())
+
+
+def test_field_normalises_by_the_scene_box():
+    field = NGPField(torch.tensor([0.0, 0.0, 0.0, 2.0, 4.0, 8.0]), **SMALL)
+    corners = torch.tensor([[0.0, 0.0, 0.0], [2.0, 4.0, 8.0], [1.0, 2.0, 4.0], [9.0, -1.0, 4.0]])
+    expected = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [1.0, 0.0, 0.5]])
+    assert torch.allclose(field.normalize(corners), expected)
+
+
+def test_renderer_gradients_reach_field_and_rays():
+    torch.manual_seed(0)
+    renderer = NGPRenderer(AABB, 1.0, 5.0, grid_resolution=16, marching_steps=128, **SMALL)
+    renderer.update_step(0)
+    rays_o, rays_d = _rays(64)
+    rays_o.requires_grad_()
+    rays_d.requires_grad_()
+    out = renderer.render_rays(rays_o, rays_d, background=torch.ones(3), train=True)
+    assert out["rgb"].shape == (64, 3) and out["opacity"].shape == (64,)
+    assert out["depth"].shape == (64,) and out["num_samples"] > 0
+    loss = (out["rgb"] * torch.randn(64, 3)).sum()
+    v_o, v_d, v_table = torch.autograd.grad(loss, [rays_o, rays_d, renderer.field.encoding.table])
+    for g in (v_o, v_d, v_table):
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_renderer_state_dict_round_trip_includes_the_grid():
+    torch.manual_seed(0)
+    a = NGPRenderer(AABB, 1.0, 5.0, grid_resolution=16, marching_steps=128, **SMALL)
+    for step in range(3):
+        a.update_step(step)
+    b = NGPRenderer(AABB, 1.0, 5.0, grid_resolution=16, marching_steps=128, **SMALL)
+    b.load_state_dict(a.state_dict())
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert any(key.startswith("grid.") for key in a.state_dict())
+    rays_o, rays_d = _rays(32, seed=1)
+    with torch.no_grad():
+        out_a = a.render_rays(rays_o, rays_d, background=torch.ones(3), train=False)
+        out_b = b.render_rays(rays_o, rays_d, background=torch.ones(3), train=False)
+    assert torch.equal(out_a["rgb"], out_b["rgb"])
+
+
+def test_build_renderer():
+    assert isinstance(build_renderer("ngp", AABB, 1.0, 5.0, grid_resolution=16, **SMALL),
+                      NGPRenderer)
+    vanilla = build_renderer("vanilla", AABB, 2.0, 6.0, num_coarse=8, num_fine=0, width=16,
+                             depth=2, skip=None)
+    assert type(vanilla).__name__ == "VanillaNeRF"
+    with pytest.raises(ValueError, match="unknown model"):
+        build_renderer("mip", AABB, 1.0, 5.0)

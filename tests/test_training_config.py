@@ -1,0 +1,103 @@
+"""TrainConfig presets, validation, naming and the tyro command line (no training)."""
+
+import dataclasses
+
+import pytest
+import torch
+import tyro
+
+from taichi_nerf.training.config import (
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    experiment_name,
+    resolve_config,
+    resolve_device,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_vanilla_preset_has_the_seed_values():
+    cfg = resolve_config(TrainConfig(model="vanilla"), CPU)
+    assert (cfg.pose_lr, cfg.pose_opt_delay, cfg.batch_size, cfg.num_iters, cfg.lr) == (
+        1e-4, 1000, 1024, 50000, 5e-4)
+
+
+def test_ngp_preset_on_cpu_uses_the_cpu_variant_and_flags_win():
+    cfg = resolve_config(TrainConfig(), CPU)
+    assert cfg.ngp.n_levels == PRESETS["ngp_cpu"]["ngp"]["n_levels"]
+    assert cfg.num_iters == PRESETS["ngp_cpu"]["num_iters"]
+    cfg = resolve_config(TrainConfig(lr=0.5, num_iters=7, pose_lr=0.2), CPU)
+    assert (cfg.lr, cfg.num_iters, cfg.pose_lr) == (0.5, 7, 0.2)
+    # the final learning rates follow a changed start rate with the preset's ratio
+    preset = PRESETS["ngp_cpu"]
+    assert cfg.lr_final == pytest.approx(0.5 * preset["lr_final"] / preset["lr"])
+    assert cfg.pose_lr_final == pytest.approx(0.2 * preset["pose_lr_final"] / preset["pose_lr"])
+
+
+def test_default_translation_noise_is_one_percent():
+    cfg = resolve_config(TrainConfig(), CPU)
+    assert cfg.translation_noise_pct == 1.0 and cfg.translation_noise is None
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(translation_noise=0.1, translation_noise_pct=1.0), "not both"),
+    (dict(rotation_noise=-1.0), "rotation-noise"),
+    (dict(lr=0.0), "--lr"),
+    (dict(num_iters=0), "num-iters"),
+    (dict(pose_opt_delay=-1), "pose-opt-delay"),
+])
+def test_bad_combinations_are_one_line_config_errors(bad, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        resolve_config(TrainConfig(**bad), CPU)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_experiment_name_pattern():
+    cfg = resolve_config(TrainConfig(scene="lego", rotation_noise=2.0), CPU)
+    assert experiment_name(cfg, "20250101_120000") == (
+        "lego_poseopt_noisyinit_rot2deg_trans1pct_20250101_120000")
+    clean = resolve_config(TrainConfig(init_mode="clean", fixed_poses=True), CPU)
+    assert experiment_name(clean, "T").startswith("demo_fixed_cleaninit_rot0deg_trans0pct")
+
+
+def test_config_dict_round_trip():
+    cfg = resolve_config(TrainConfig(scene="x", background=(0.0, 0.5, 1.0)), CPU)
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+    assert dataclasses.asdict(again)["ngp"] == dataclasses.asdict(cfg)["ngp"]
+
+
+@pytest.mark.parametrize("spelling", ["-", "_"])
+def test_cli_takes_both_flag_spellings(spelling):
+    def flag(name):
+        return "--" + name.replace("_", spelling)
+
+    args = [flag("init_mode"), "clean", flag("no_learn_rotation"), flag("translation_noise_pct"),
+            "2", flag("pose_opt_delay"), "5", flag("ngp.log2_table_size"), "12",
+            flag("data_dir"), "/x", flag("experiment_name"), "e"]
+    cfg = tyro.cli(TrainConfig, args=args)
+    assert cfg.init_mode == "clean" and cfg.learn_rotation is False
+    assert cfg.translation_noise_pct == 2.0 and cfg.pose_opt_delay == 5
+    assert cfg.ngp.log2_table_size == 12 and cfg.data_dir == "/x" and cfg.experiment_name == "e"
+
+
+def test_cli_has_every_flag_of_the_spec(capsys):
+    with pytest.raises(SystemExit):
+        tyro.cli(TrainConfig, args=["--help"])
+    text = capsys.readouterr().out
+    for name in ["--scene", "--data-dir", "--init-mode", "--rotation-noise", "--translation-noise",
+                 "--translation-noise-pct", "--noise-seed", "--pose-lr", "--pose-opt-delay",
+                 "--no-learn-rotation", "--no-learn-translation", "--batch-size", "--num-iters",
+                 "--lr", "--val-every", "--device", "--model", "--output-dir",
+                 "--experiment-name", "--resume", "--seed"]:
+        assert name in text, name
