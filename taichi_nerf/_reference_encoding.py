@@ -29,31 +29,28 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
         ``[N, spec.n_levels * spec.n_features]``, differentiable in ``x`` and ``table``.
     """
     xc = x.clamp(0.0, 1.0)
+    corners = torch.tensor(_CORNERS, device=x.device)  # [8, 3] offsets of the cell corners
+    upper = corners.bool()
     out = []
     for res, offset, _, dense in spec.levels():
         pos = xc * res
         # Cells are piecewise constant (no gradient); the weights carry d/dx through `frac`.
         cell = pos.detach().floor().clamp(max=res - 1)
         frac = pos - cell
-        cell = cell.long()
-        feat = torch.zeros(x.shape[0], spec.n_features, dtype=table.dtype, device=table.device)
-        for bits in _CORNERS:
-            corner = cell + torch.tensor(bits, device=x.device)
-            weight = torch.ones_like(frac[:, 0])
-            for d, bit in enumerate(bits):
-                weight = weight * (frac[:, d] if bit else 1.0 - frac[:, d])
-            if dense:
-                stride = res + 1
-                row = corner[:, 0] + stride * (corner[:, 1] + stride * corner[:, 2])
-            else:
-                # int64 products keep the low 32 bits of the uint32 products; masking by
-                # 2**log2T - 1 reads only those, so this equals the kernel's uint32 hash.
-                h = corner[:, 0] * HASH_PRIMES[0]
-                h = h ^ (corner[:, 1] * HASH_PRIMES[1])
-                h = h ^ (corner[:, 2] * HASH_PRIMES[2])
-                row = h & (2**spec.log2_table_size - 1)
-            feat = feat + weight[:, None] * table[offset + row]
-        out.append(feat)
+        vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
+        factor = torch.where(upper, frac[:, None, :], 1.0 - frac[:, None, :])  # [N, 8, 3]
+        weight = factor[..., 0] * factor[..., 1] * factor[..., 2]  # [N, 8]
+        if dense:
+            stride = res + 1
+            row = vertex[..., 0] + stride * (vertex[..., 1] + stride * vertex[..., 2])
+        else:
+            # int64 products keep the low 32 bits of the uint32 products; masking by
+            # 2**log2T - 1 reads only those, so this equals the kernel's uint32 hash.
+            row = vertex[..., 0] * HASH_PRIMES[0]
+            row = row ^ (vertex[..., 1] * HASH_PRIMES[1])
+            row = row ^ (vertex[..., 2] * HASH_PRIMES[2])
+            row = row & (2**spec.log2_table_size - 1)
+        out.append((weight[..., None] * table[offset + row]).sum(dim=1))  # [N, F]
     return torch.cat(out, dim=-1)
 
 

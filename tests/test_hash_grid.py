@@ -7,7 +7,7 @@ import torch
 from conftest import DEVICES
 
 from taichi_nerf import reference as ref
-from taichi_nerf.kernels import _common
+from taichi_nerf.kernels import _common, hash_grid
 from taichi_nerf.kernels.hash_grid import HashGrid, HashGridSpec, hash_encode
 
 # Outputs are sums of 8 weights (summing to 1) times table values of magnitude <= 1.
@@ -17,6 +17,9 @@ FWD_ATOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 BWD_RTOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 GRADCHECK_EPS = 1e-6
 GRADCHECK_ATOL = 1e-5
+# Both kernel schedules run on any backend: one task per level with plain adds (the CPU
+# default) and one thread per (level, point) with atomic adds (the GPU default).
+LEVEL_TASKS = [pytest.param(True, id="level_tasks"), pytest.param(False, id="atomics")]
 # gradcheck needs x at least this far (in cells) from a cell face, where trilinear is only C0.
 MIN_FACE_DISTANCE = 1e-3
 
@@ -78,8 +81,10 @@ def test_default_layout_rule():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_forward_matches_twin(device, dtype, monkeypatch):
+@pytest.mark.parametrize("level_tasks", LEVEL_TASKS)
+def test_forward_matches_twin(device, dtype, level_tasks, monkeypatch):
     monkeypatch.setattr(_common, "POISON_OUTPUTS", True)  # unwritten outputs would be NaN
+    monkeypatch.setattr(hash_grid, "_level_tasks", lambda: level_tasks)
     x = _random_points(3000, dtype, device)
     table = _random_table(SMALL_SPEC, dtype, device)
     out = hash_encode(x, table, SMALL_SPEC)
@@ -91,7 +96,10 @@ def test_forward_matches_twin(device, dtype, monkeypatch):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_backward_matches_twin(device, dtype):
+@pytest.mark.parametrize("level_tasks", LEVEL_TASKS)
+def test_backward_matches_twin(device, dtype, level_tasks, monkeypatch):
+    monkeypatch.setattr(_common, "POISON_OUTPUTS", True)  # x-gradient partials are poisoned too
+    monkeypatch.setattr(hash_grid, "_level_tasks", lambda: level_tasks)
     x = _random_points(2000, dtype, device).requires_grad_()
     table = _random_table(SMALL_SPEC, dtype, device).requires_grad_()
     out = hash_encode(x, table, SMALL_SPEC)
@@ -105,7 +113,9 @@ def test_backward_matches_twin(device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gradcheck_float64(device):
+@pytest.mark.parametrize("level_tasks", LEVEL_TASKS)
+def test_gradcheck_float64(device, level_tasks, monkeypatch):
+    monkeypatch.setattr(hash_grid, "_level_tasks", lambda: level_tasks)
     dtype = torch.float64
     res = torch.tensor(TINY_SPEC.resolutions(), dtype=dtype, device=device)
     x = torch.rand(64, 3, dtype=dtype, device=device)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from taichi_nerf.kernels import _common
+from taichi_nerf.runtime import current_arch
 
 __all__ = ["HASH_PRIMES", "HashGridSpec", "hash_encode", "HashGrid"]
 
@@ -155,37 +156,69 @@ def _level_meta(spec: HashGridSpec, device: torch.device) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Taichi kernels. One parallel item per (point, level): 2^22 items at production size keeps every
-# core (and a GPU) busy, and all points of a level read the same table segment.
+# Taichi kernels. Work items are (level, point) pairs, level-major so that the items running at
+# one time read one level's table segment (4 MiB at T = 2^19, F = 2: it stays in cache).
+#
+# level_tasks=True (CPU backend): one parallel task per level walks the points serially. No two
+# threads then touch the same table rows, so the backward needs no atomics (a float atomic add is
+# a CAS loop on x86, several times the cost of a plain add), and there is no per-item index
+# division. 16 levels keep up to 16 cores busy.
+# level_tasks=False (GPU): one thread per (level, point) and atomic adds, as in instant-ngp.
+
+_CORNER_BITS = tuple(((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8))
 
 
 @ti.func
-def _corner_row(corner, res: ti.i32, mask: ti.i32) -> ti.i32:
-    row = 0
-    if mask < 0:
-        stride = res + 1
-        row = corner[0] + stride * (corner[1] + stride * corner[2])
-    else:
-        h = (
-            ti.cast(corner[0], ti.u32)
-            ^ (ti.cast(corner[1], ti.u32) * ti.u32(HASH_PRIMES[1]))
-            ^ (ti.cast(corner[2], ti.u32) * ti.u32(HASH_PRIMES[2]))
-        )
-        row = ti.cast(h & ti.cast(mask, ti.u32), ti.i32)
-    return row
-
-
-@ti.func
-def _cell_and_frac(x: ti.template(), i: ti.i32, res: ti.i32, dt: ti.template()):
+def _locate(x: ti.template(), i, res, offset, mask, dt: ti.template()):
+    """Rows of the 8 corners of point i's cell in one level, and its position in the cell."""
     scale = ti.cast(res, dt)
     cell = ti.Vector([0, 0, 0], dt=ti.i32)
     frac = ti.Vector([0.0, 0.0, 0.0], dt=dt)
     for d in ti.static(range(3)):
         p = ti.min(ti.max(x[i, d], ti.cast(0.0, dt)), ti.cast(1.0, dt)) * scale
-        c = ti.min(ti.cast(ti.floor(p), ti.i32), res - 1)
+        c = ti.min(ti.cast(p, ti.i32), res - 1)  # p >= 0, so truncation is floor
         cell[d] = c
         frac[d] = p - ti.cast(c, dt)
-    return cell, frac
+    rows = ti.Vector.zero(ti.i32, 8)
+    if mask < 0:  # dense level
+        stride = res + 1
+        base = offset + cell[0] + stride * (cell[1] + stride * cell[2])
+        for c in ti.static(range(8)):
+            b = ti.static(_CORNER_BITS[c])
+            rows[c] = base + b[0] + stride * (b[1] + stride * b[2])
+    else:  # hashed level: uint32 products, XOR, low bits
+        h0 = ti.Vector([ti.cast(cell[d], ti.u32) * ti.u32(HASH_PRIMES[d]) for d in range(3)])
+        h1 = ti.Vector([h0[d] + ti.u32(HASH_PRIMES[d]) for d in range(3)])
+        m = ti.cast(mask, ti.u32)
+        for c in ti.static(range(8)):
+            b = ti.static(_CORNER_BITS[c])
+            h = (h1[0] if b[0] else h0[0]) ^ (h1[1] if b[1] else h0[1]) ^ (h1[2] if b[2] else h0[2])
+            rows[c] = offset + ti.cast(h & m, ti.i32)
+    return rows, frac
+
+
+@ti.func
+def _factors(frac, c: ti.template(), dt: ti.template()):
+    """Per-axis trilinear factors of corner c; the weight is their product."""
+    b = ti.static(_CORNER_BITS[c])
+    one = ti.cast(1.0, dt)
+    return ti.Vector([frac[d] if b[d] else one - frac[d] for d in ti.static(range(3))])
+
+
+@ti.func
+def _forward_item(
+    x: ti.template(), table: ti.template(), out: ti.template(), level, i, res, offset, mask,
+    n_features: ti.template(), dt: ti.template(),
+):  # fmt: skip
+    rows, frac = _locate(x, i, res, offset, mask, dt)
+    acc = ti.Vector.zero(dt, n_features)
+    for c in ti.static(range(8)):
+        f3 = _factors(frac, c, dt)
+        w = f3[0] * f3[1] * f3[2]
+        for f in ti.static(range(n_features)):
+            acc[f] += w * table[rows[c], f]
+    for f in ti.static(range(n_features)):
+        out[i, level * n_features + f] = acc[f]
 
 
 @ti.kernel
@@ -196,24 +229,59 @@ def _hash_forward_kernel(
     out: ti.types.ndarray(),
     n_levels: ti.template(),
     n_features: ti.template(),
+    level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    for i, level in ti.ndrange(x.shape[0], n_levels):
-        res = meta[level, 0]
-        offset = meta[level, 1]
-        mask = meta[level, 2]
-        cell, frac = _cell_and_frac(x, i, res, dt)
-        acc = ti.Vector.zero(dt, n_features)
-        for c in ti.static(range(8)):
-            bits = ti.static((c & 1, (c >> 1) & 1, (c >> 2) & 1))
-            w = ti.cast(1.0, dt)
-            for d in ti.static(range(3)):
-                w *= frac[d] if bits[d] else ti.cast(1.0, dt) - frac[d]
-            row = offset + _corner_row(cell + ti.Vector(bits, dt=ti.i32), res, mask)
+    if ti.static(level_tasks):
+        for level in range(n_levels):
+            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            for i in range(x.shape[0]):
+                _forward_item(x, table, out, level, i, res, offset, mask, n_features, dt)
+    else:
+        for level, i in ti.ndrange(n_levels, x.shape[0]):
+            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            _forward_item(x, table, out, level, i, res, offset, mask, n_features, dt)
+
+
+@ti.func
+def _backward_item(
+    x: ti.template(), table: ti.template(), v_out: ti.template(), v_table: ti.template(),
+    v_x_levels: ti.template(), level, i, res, offset, mask, n_features: ti.template(),
+    need_table: ti.template(), need_x: ti.template(), level_tasks: ti.template(),
+    dt: ti.template(),
+):  # fmt: skip
+    rows, frac = _locate(x, i, res, offset, mask, dt)
+    g = ti.Vector.zero(dt, n_features)
+    for f in ti.static(range(n_features)):
+        g[f] = v_out[i, level * n_features + f]
+    v_frac = ti.Vector.zero(dt, 3)
+    for c in ti.static(range(8)):
+        b = ti.static(_CORNER_BITS[c])
+        f3 = _factors(frac, c, dt)
+        row = rows[c]
+        if ti.static(need_table):
+            w = f3[0] * f3[1] * f3[2]
             for f in ti.static(range(n_features)):
-                acc[f] += w * table[row, f]
-        for f in ti.static(range(n_features)):
-            out[i, level * n_features + f] = acc[f]
+                if ti.static(level_tasks):
+                    # This task owns the level's rows: a plain read-modify-write is safe.
+                    v_table[row, f] = v_table[row, f] + w * g[f]
+                else:
+                    ti.atomic_add(v_table[row, f], w * g[f])
+        if ti.static(need_x):
+            dot = ti.cast(0.0, dt)
+            for f in ti.static(range(n_features)):
+                dot += g[f] * table[row, f]
+            # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
+            v_frac[0] += (dot if b[0] else -dot) * f3[1] * f3[2]
+            v_frac[1] += (dot if b[1] else -dot) * f3[0] * f3[2]
+            v_frac[2] += (dot if b[2] else -dot) * f3[0] * f3[1]
+    if ti.static(need_x):
+        scale = ti.cast(res, dt)
+        for d in ti.static(range(3)):
+            xd = x[i, d]
+            # Clamping to [0, 1] passes the gradient only inside (boundaries included).
+            inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
+            v_x_levels[level, i, d] = v_frac[d] * scale if inside else ti.cast(0.0, dt)
 
 
 @ti.kernel
@@ -223,47 +291,35 @@ def _hash_backward_kernel(
     meta: ti.types.ndarray(),
     v_out: ti.types.ndarray(),
     v_table: ti.types.ndarray(),
-    v_x: ti.types.ndarray(),
+    v_x_levels: ti.types.ndarray(),
     n_levels: ti.template(),
     n_features: ti.template(),
     need_table: ti.template(),
     need_x: ti.template(),
+    level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    for i, level in ti.ndrange(x.shape[0], n_levels):
-        res = meta[level, 0]
-        offset = meta[level, 1]
-        mask = meta[level, 2]
-        cell, frac = _cell_and_frac(x, i, res, dt)
-        g = ti.Vector.zero(dt, n_features)
-        for f in ti.static(range(n_features)):
-            g[f] = v_out[i, level * n_features + f]
-        v_frac = ti.Vector.zero(dt, 3)
-        for c in ti.static(range(8)):
-            bits = ti.static((c & 1, (c >> 1) & 1, (c >> 2) & 1))
-            wd = ti.Vector.zero(dt, 3)
-            for d in ti.static(range(3)):
-                wd[d] = frac[d] if bits[d] else ti.cast(1.0, dt) - frac[d]
-            row = offset + _corner_row(cell + ti.Vector(bits, dt=ti.i32), res, mask)
-            if ti.static(need_table):
-                w = wd[0] * wd[1] * wd[2]
-                for f in ti.static(range(n_features)):
-                    ti.atomic_add(v_table[row, f], w * g[f])
-            if ti.static(need_x):
-                dot = ti.cast(0.0, dt)
-                for f in ti.static(range(n_features)):
-                    dot += g[f] * table[row, f]
-                # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
-                v_frac[0] += dot * (1.0 if bits[0] else -1.0) * wd[1] * wd[2]
-                v_frac[1] += dot * (1.0 if bits[1] else -1.0) * wd[0] * wd[2]
-                v_frac[2] += dot * (1.0 if bits[2] else -1.0) * wd[0] * wd[1]
-        if ti.static(need_x):
-            scale = ti.cast(res, dt)
-            for d in ti.static(range(3)):
-                xd = x[i, d]
-                # Clamping to [0, 1] passes the gradient only inside (boundaries included).
-                if xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt):
-                    ti.atomic_add(v_x[i, d], v_frac[d] * scale)
+    """Table gradient added into v_table [T, F]; x-gradient of each level written to
+    v_x_levels [L, N, 3] (every element; summed over levels in torch, no atomics)."""
+    if ti.static(level_tasks):
+        for level in range(n_levels):
+            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            for i in range(x.shape[0]):
+                _backward_item(
+                    x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
+                    n_features, need_table, need_x, level_tasks, dt,
+                )  # fmt: skip
+    else:
+        for level, i in ti.ndrange(n_levels, x.shape[0]):
+            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            _backward_item(
+                x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
+                n_features, need_table, need_x, level_tasks, dt,
+            )  # fmt: skip
+
+
+def _level_tasks() -> bool:
+    return current_arch() == "cpu"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,7 +336,7 @@ class _HashEncodeFunction(torch.autograd.Function):
         meta = _level_meta(spec, x.device)
         if x.shape[0] > 0:
             _hash_forward_kernel(
-                x_k, table_k, meta, out, spec.n_levels, spec.n_features,
+                x_k, table_k, meta, out, spec.n_levels, spec.n_features, _level_tasks(),
                 _common.ti_dtype(x.dtype),
             )  # fmt: skip
         ctx.spec = spec
@@ -302,21 +358,31 @@ class _HashEncodeFunction(torch.autograd.Function):
         v_table = _common.zeros(ctx.table_shape, dtype=dtype, device=device) if need_table else None
         v_x = _common.zeros(x.shape, dtype=dtype, device=device) if need_x else None
         if x.shape[0] > 0:
-            # Unused buffers still need a typed ndarray argument; a 1-row dummy costs nothing.
+            # Unused buffers still need a typed ndarray argument; a tiny dummy costs nothing.
             dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
+            v_x_levels = (
+                _common.empty_like_poisoned(
+                    (spec.n_levels, x.shape[0], 3), dtype=dtype, device=device
+                )
+                if need_x
+                else torch.zeros((1, 1, 3), dtype=dtype, device=device)
+            )
             _hash_backward_kernel(
                 x,
                 table if table is not None else dummy,
                 _level_meta(spec, device),
                 v_out,
                 v_table if v_table is not None else dummy,
-                v_x if v_x is not None else torch.zeros((1, 3), dtype=dtype, device=device),
+                v_x_levels,
                 spec.n_levels,
                 spec.n_features,
                 bool(need_table),
                 bool(need_x),
+                _level_tasks(),
                 _common.ti_dtype(dtype),
             )
+            if need_x:
+                v_x = v_x_levels.sum(dim=0)
         return v_x, v_table, None
 
 
