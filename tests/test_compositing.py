@@ -225,6 +225,7 @@ def test_invalid_inputs_raise_value_error():
         "[0, n_rays": dict(n_rays=int(inputs["ray_indices"].max())),
         "n_rays": dict(n_rays=-1),
         "background": dict(background=torch.ones(4)),
+        "early_stop_eps": dict(early_stop_eps=-0.1),
     }
     for needle, change in cases.items():
         kwargs = {**inputs, **change}

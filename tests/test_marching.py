@@ -322,3 +322,12 @@ def test_state_dict_round_trip_and_exact_resume(device):
         b.update(step, ball_density(0.5))
     assert torch.equal(a.density, b.density) and torch.equal(a.occupancy, b.occupancy)
     assert a.occupied_fraction() > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_density_counts_as_empty(device):
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=6).to(device)
+    ball = ball_density()
+    grid.update(0, lambda x: torch.where(x[:, 0] > 0, torch.nan, ball(x)))
+    assert bool(torch.isfinite(grid.density).all())
+    assert grid.occupied_fraction() > 0

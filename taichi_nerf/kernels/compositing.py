@@ -246,7 +246,7 @@ def packed_info_from_ray_indices(
     return starts, counts
 
 
-def _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background):
+def _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background, early_stop_eps):
     _common.check_tensor("sigmas", sigmas, op=_OP, shape=(None,))
     m, dtype = sigmas.shape[0], sigmas.dtype
     _common.check_tensor("rgbs", rgbs, op=_OP, shape=(m, 3), dtypes=(dtype,))
@@ -260,6 +260,8 @@ def _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, backgroun
     if isinstance(n_rays, bool) or int(n_rays) != n_rays or n_rays < 0:
         raise ValueError(f"{_OP}: n_rays must be a non-negative int, got {n_rays!r}")
     n_rays = int(n_rays)
+    if not 0.0 <= float(early_stop_eps) <= 1.0:
+        raise ValueError(f"{_OP}: early_stop_eps must be in [0, 1], got {early_stop_eps}")
     if background is not None:
         _common.check_tensor("background", background, op=_OP, dtypes=None)
         if not background.is_floating_point() or tuple(background.shape) not in ((3,), (n_rays, 3)):
@@ -310,7 +312,7 @@ def composite(
         sigmas, rgbs = field(rays_o[ray_indices] + t_mid * rays_d[ray_indices])
         rgb, opacity, depth = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, len(rays_o))
     """
-    _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background)
+    _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background, early_stop_eps)
     _common.prepare(_OP, sigmas=sigmas)
     n_rays = int(n_rays)
     starts, counts = packed_info_from_ray_indices(ray_indices, n_rays)

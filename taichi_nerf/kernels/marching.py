@@ -133,7 +133,10 @@ class OccupancyGrid(nn.Module):
             jitter = torch.rand(chunk.shape[0], 3, generator=gen, device=device)
             unit = (self.cell_coords(chunk).float() + jitter) / self.resolution
             out = density_fn(lo + unit * size)
-            sigma[first : first + chunk.shape[0]] = out.detach().reshape(-1).float()
+            # A NaN would stick in the EMA for good (max propagates it) and empty the whole grid
+            # through the mean; count it as empty space instead.
+            out = out.detach().reshape(-1).float().nan_to_num(nan=0.0)
+            sigma[first : first + chunk.shape[0]] = out
         fresh = torch.zeros(cells, dtype=torch.float32, device=device)
         fresh.scatter_reduce_(0, indices, sigma, reduce="amax", include_self=False)
         chosen = torch.zeros(cells, dtype=torch.bool, device=device)
