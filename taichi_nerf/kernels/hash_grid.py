@@ -139,7 +139,8 @@ class HashGridSpec:
         ]
 
 
-# Level metadata as an int32 tensor [L, 3] = (resolution, offset, hash mask or -1 when dense),
+# Level metadata as an int32 tensor [L, 4] = (resolution, offset, hash mask or -1 when dense,
+# segment rows),
 # cached per (spec, device) so a call on CUDA does not copy it every time.
 _META_CACHE: dict[tuple[HashGridSpec, str], torch.Tensor] = {}
 
@@ -149,7 +150,7 @@ def _level_meta(spec: HashGridSpec, device: torch.device) -> torch.Tensor:
     meta = _META_CACHE.get(key)
     if meta is None:
         mask = 2**spec.log2_table_size - 1
-        rows = [[res, off, -1 if dense else mask] for res, off, _, dense in spec.levels()]
+        rows = [[res, off, -1 if dense else mask, size] for res, off, size, dense in spec.levels()]
         meta = torch.tensor(rows, dtype=torch.int32, device=device)
         _META_CACHE[key] = meta
     return meta
@@ -292,6 +293,7 @@ def _hash_backward_kernel(
     v_out: ti.types.ndarray(),
     v_table: ti.types.ndarray(),
     v_x_levels: ti.types.ndarray(),
+    v_x: ti.types.ndarray(),
     n_levels: ti.template(),
     n_features: ti.template(),
     need_table: ti.template(),
@@ -299,23 +301,43 @@ def _hash_backward_kernel(
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    """Table gradient added into v_table [T, F]; x-gradient of each level written to
-    v_x_levels [L, N, 3] (every element; summed over levels in torch, no atomics)."""
+    """Writes v_table [T, F] (all rows) and v_x [N, 3]; v_x_levels [L, N, 3] is scratch.
+
+    The table gradient is zeroed here, not by torch: on the CPU each level task clears its own
+    segment just before filling it (still in cache). The x-gradient of each level goes to
+    v_x_levels and a second loop (run after the first completes) sums it over levels, so no
+    atomics are needed for x on either schedule.
+    """
     if ti.static(level_tasks):
         for level in range(n_levels):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            if ti.static(need_table):
+                for r in range(meta[level, 3]):
+                    for f in ti.static(range(n_features)):
+                        v_table[offset + r, f] = ti.cast(0.0, dt)
             for i in range(x.shape[0]):
                 _backward_item(
                     x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
                     n_features, need_table, need_x, level_tasks, dt,
                 )  # fmt: skip
     else:
+        if ti.static(need_table):
+            for r, f in ti.ndrange(v_table.shape[0], n_features):
+                v_table[r, f] = ti.cast(0.0, dt)
         for level, i in ti.ndrange(n_levels, x.shape[0]):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
             _backward_item(
                 x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
                 n_features, need_table, need_x, level_tasks, dt,
             )  # fmt: skip
+    if ti.static(need_x):
+        for i in range(x.shape[0]):
+            acc = ti.Vector.zero(dt, 3)
+            for level in range(n_levels):
+                for d in ti.static(range(3)):
+                    acc[d] += v_x_levels[level, i, d]
+            for d in ti.static(range(3)):
+                v_x[i, d] = acc[d]
 
 
 def _level_tasks() -> bool:
@@ -355,34 +377,35 @@ class _HashEncodeFunction(torch.autograd.Function):
             return None, None, None
         dtype, device = x.dtype, x.device
         v_out = _common.for_kernel(v_out)
-        v_table = _common.zeros(ctx.table_shape, dtype=dtype, device=device) if need_table else None
-        v_x = _common.zeros(x.shape, dtype=dtype, device=device) if need_x else None
-        if x.shape[0] > 0:
-            # Unused buffers still need a typed ndarray argument; a tiny dummy costs nothing.
-            dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
-            v_x_levels = (
-                _common.empty_like_poisoned(
-                    (spec.n_levels, x.shape[0], 3), dtype=dtype, device=device
-                )
-                if need_x
-                else torch.zeros((1, 1, 3), dtype=dtype, device=device)
-            )
-            _hash_backward_kernel(
-                x,
-                table if table is not None else dummy,
-                _level_meta(spec, device),
-                v_out,
-                v_table if v_table is not None else dummy,
-                v_x_levels,
-                spec.n_levels,
-                spec.n_features,
-                bool(need_table),
-                bool(need_x),
-                _level_tasks(),
-                _common.ti_dtype(dtype),
-            )
-            if need_x:
-                v_x = v_x_levels.sum(dim=0)
+        # The kernel writes every element of both gradients (see _hash_backward_kernel).
+        alloc = _common.empty_like_poisoned
+        v_table = alloc(ctx.table_shape, dtype=dtype, device=device) if need_table else None
+        v_x = alloc(x.shape, dtype=dtype, device=device) if need_x else None
+        if x.shape[0] == 0:
+            return (v_x, v_table.zero_() if need_table else None, None)
+        # Unused buffers still need a typed ndarray argument; a tiny dummy costs nothing.
+        dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
+        dummy3 = torch.zeros((1, 3), dtype=dtype, device=device)
+        v_x_levels = (
+            alloc((spec.n_levels, x.shape[0], 3), dtype=dtype, device=device)
+            if need_x
+            else torch.zeros((1, 1, 3), dtype=dtype, device=device)
+        )
+        _hash_backward_kernel(
+            x,
+            table if table is not None else dummy,
+            _level_meta(spec, device),
+            v_out,
+            v_table if v_table is not None else dummy,
+            v_x_levels,
+            v_x if v_x is not None else dummy3,
+            spec.n_levels,
+            spec.n_features,
+            bool(need_table),
+            bool(need_x),
+            _level_tasks(),
+            _common.ti_dtype(dtype),
+        )
         return v_x, v_table, None
 
 
