@@ -17,9 +17,11 @@ sample value ``v_i = g_rgb . c_i + g_opacity + g_depth z_i`` the loss is ``sum_i
 
 where the suffix sum is the saved total minus a running prefix (one pass per ray, no storage).
 
-The per-sample factors ``exp(-tau_i)`` are computed once in torch (vectorised; Taichi's CPU
-backend calls a scalar ``exp``), kept for the backward, and the kernels carry
-``T_{i+1} = T_i exp(-tau_i)``, equal to ``exp(-exclusive_sum)`` up to rounding.
+The forward saves the per-sample factors ``exp(-tau_i)`` so the backward needs no ``exp``; both
+carry ``T_{i+1} = T_i exp(-tau_i)``, equal to ``exp(-exclusive_sum)`` up to rounding. The
+background term is added inside the kernels too: no torch op touches per-sample or per-ray
+data, which matters on a busy CPU, where each torch parallel region waits for both OpenMP
+threads to be scheduled.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
@@ -36,18 +38,23 @@ _OP = "composite"
 
 @ti.kernel
 def _composite_fwd_kernel(
-    decays: ti.types.ndarray(),
+    sigmas: ti.types.ndarray(),
     rgbs: ti.types.ndarray(),
     t_starts: ti.types.ndarray(),
     t_ends: ti.types.ndarray(),
     starts: ti.types.ndarray(),
     counts: ti.types.ndarray(),
+    background: ti.types.ndarray(),
+    bg_per_ray: ti.i32,
     early_stop_eps: ti.f64,
     out_rgb: ti.types.ndarray(),
     out_opacity: ti.types.ndarray(),
     out_depth: ti.types.ndarray(),
+    out_acc_rgb: ti.types.ndarray(),
     out_n_used: ti.types.ndarray(),
+    out_decays: ti.types.ndarray(),
     dt: ti.template(),
+    save: ti.template(),
 ):
     eps = ti.cast(early_stop_eps, dt)
     for r in range(starts.shape[0]):
@@ -64,7 +71,9 @@ def _composite_fwd_kernel(
             if trans < eps:
                 break
             i = start + j
-            decay = decays[i]
+            decay = ti.exp(-sigmas[i] * (t_ends[i] - t_starts[i]))
+            if ti.static(save):
+                out_decays[i] = decay
             w = trans * (1.0 - decay)
             c0 += w * rgbs[i, 0]
             c1 += w * rgbs[i, 1]
@@ -73,12 +82,18 @@ def _composite_fwd_kernel(
             depth += w * (t_starts[i] + t_ends[i]) * 0.5
             trans *= decay
             used += 1
-        out_rgb[r, 0] = c0
-        out_rgb[r, 1] = c1
-        out_rgb[r, 2] = c2
+        b = r * bg_per_ray
+        rest = 1.0 - opacity
+        out_rgb[r, 0] = c0 + rest * background[b, 0]
+        out_rgb[r, 1] = c1 + rest * background[b, 1]
+        out_rgb[r, 2] = c2 + rest * background[b, 2]
         out_opacity[r] = opacity
         out_depth[r] = depth
-        out_n_used[r] = used
+        if ti.static(save):
+            out_acc_rgb[r, 0] = c0
+            out_acc_rgb[r, 1] = c1
+            out_acc_rgb[r, 2] = c2
+            out_n_used[r] = used
 
 
 @ti.kernel
@@ -90,30 +105,42 @@ def _composite_bwd_kernel(
     starts: ti.types.ndarray(),
     counts: ti.types.ndarray(),
     n_used: ti.types.ndarray(),
-    rgb: ti.types.ndarray(),
+    acc_rgb: ti.types.ndarray(),
     opacity: ti.types.ndarray(),
     depth: ti.types.ndarray(),
+    background: ti.types.ndarray(),
+    bg_per_ray: ti.i32,
     v_rgb: ti.types.ndarray(),
     v_opacity: ti.types.ndarray(),
     v_depth: ti.types.ndarray(),
     v_sigmas: ti.types.ndarray(),
     v_rgbs: ti.types.ndarray(),
+    v_background: ti.types.ndarray(),
     dt: ti.template(),
     need_sigmas: ti.template(),
     need_rgbs: ti.template(),
+    need_background: ti.template(),
 ):
     for r in range(starts.shape[0]):
         start = starts[r]
         used = n_used[r]
+        b = r * bg_per_ray
         g0 = v_rgb[r, 0]
         g1 = v_rgb[r, 1]
         g2 = v_rgb[r, 2]
-        g_op = v_opacity[r]
         g_d = v_depth[r]
-        # Sum of w_i v_i over the ray, from the saved outputs; the suffix is total - prefix.
-        total = (
-            g0 * rgb[r, 0] + g1 * rgb[r, 1] + g2 * rgb[r, 2] + g_op * opacity[r] + g_d * depth[r]
+        # rgb = acc + (1 - opacity) background: opacity also feeds rgb.
+        g_op = v_opacity[r] - (
+            g0 * background[b, 0] + g1 * background[b, 1] + g2 * background[b, 2]
         )
+        if ti.static(need_background):
+            rest = 1.0 - opacity[r]
+            v_background[r, 0] = g0 * rest
+            v_background[r, 1] = g1 * rest
+            v_background[r, 2] = g2 * rest
+        # Sum of w_i v_i over the ray, from the saved outputs; the suffix is total - prefix.
+        total = g0 * acc_rgb[r, 0] + g1 * acc_rgb[r, 1] + g2 * acc_rgb[r, 2]
+        total += g_op * opacity[r] + g_d * depth[r]
         prefix = ti.cast(0.0, dt)
         trans = ti.cast(1.0, dt)
         for j in range(counts[r]):
@@ -148,33 +175,36 @@ def _composite_bwd_kernel(
 
 
 class _CompositeFunction(torch.autograd.Function):
-    """Packed compositing; gradients to sigmas and rgbs (t's and the packing get none)."""
+    """Packed compositing; gradients to sigmas, rgbs and background ``[1|R, 3]``."""
 
     @staticmethod
-    def forward(ctx, sigmas, rgbs, t_starts, t_ends, starts, counts, early_stop_eps):
+    def forward(ctx, sigmas, rgbs, background, t_starts, t_ends, starts, counts, early_stop_eps):
         # Detached views: a tensor that requires grad makes Taichi compile an autodiff variant.
         sigmas, rgbs = _common.for_kernel(sigmas), _common.for_kernel(rgbs)
+        background = _common.for_kernel(background)
         n_rays, n_samples = starts.shape[0], sigmas.shape[0]
         dtype, device = sigmas.dtype, sigmas.device
         new = lambda *shape, d=dtype: _common.empty_like_poisoned(shape, dtype=d, device=device)
         out_rgb, out_opacity, out_depth = new(n_rays, 3), new(n_rays), new(n_rays)
-        n_used = new(n_rays, d=torch.int32)
-        # exp(-sigma delta) in torch: vectorised (Taichi's CPU backend calls a scalar exp, ~5x
-        # slower), and saved so the backward needs no transcendental at all.
-        decays = torch.exp_(sigmas * (t_starts - t_ends))
-        if n_rays > 0 and n_samples > 0:
+        save = any(ctx.needs_input_grad[:3])
+        # For the backward: the factors exp(-sigma delta) (so it needs no exp), the colour
+        # before the background, and where early termination stopped each ray.
+        decays = new(n_samples if save else 1)
+        acc_rgb = new(n_rays if save else 1, 3)
+        n_used = new(n_rays if save else 1, d=torch.int32)
+        bg_per_ray = int(background.shape[0] > 1)
+        if n_rays > 0:
             _composite_fwd_kernel(
-                decays, rgbs, t_starts, t_ends, starts, counts, float(early_stop_eps),
-                out_rgb, out_opacity, out_depth, n_used, _common.ti_dtype(dtype),
+                sigmas, rgbs, t_starts, t_ends, starts, counts, background, bg_per_ray,
+                float(early_stop_eps), out_rgb, out_opacity, out_depth, acc_rgb, n_used, decays,
+                _common.ti_dtype(dtype), save,
             )  # fmt: skip
-        else:
-            for out in (out_rgb, out_opacity, out_depth, n_used):
-                out.zero_()
-        need_sigmas = ctx.needs_input_grad[0]
-        ctx.save_for_backward(
-            decays, rgbs if need_sigmas else None, t_starts, t_ends, starts, counts, n_used,
-            out_rgb, out_opacity, out_depth,
-        )  # fmt: skip
+        if save:
+            ctx.bg_per_ray = bg_per_ray
+            ctx.save_for_backward(
+                decays, rgbs if ctx.needs_input_grad[0] else None, t_starts, t_ends, starts,
+                counts, n_used, acc_rgb, out_opacity, out_depth, background,
+            )  # fmt: skip
         return out_rgb, out_opacity, out_depth
 
     @staticmethod
@@ -182,23 +212,30 @@ class _CompositeFunction(torch.autograd.Function):
     def backward(ctx, v_rgb, v_opacity, v_depth):
         # Saved outputs come back attached to the graph; Taichi must see plain tensors.
         saved = [None if t is None else t.detach() for t in ctx.saved_tensors]
-        decays, rgbs, t_starts, t_ends, starts, counts, n_used, rgb, opacity, depth = saved
-        need_sigmas, need_rgbs = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
-        n_samples, dtype, device = t_starts.shape[0], t_starts.dtype, t_starts.device
+        decays, rgbs, t_starts, t_ends, starts, counts, n_used = saved[:7]
+        acc_rgb, opacity, depth, background = saved[7:]
+        need_sigmas, need_rgbs, need_bg = (bool(x) for x in ctx.needs_input_grad[:3])
+        n_rays, n_samples = starts.shape[0], t_starts.shape[0]
+        dtype, device = t_starts.dtype, t_starts.device
         new = lambda *shape: _common.empty_like_poisoned(shape, dtype=dtype, device=device)
         v_sigmas = new(n_samples) if need_sigmas else None
         v_rgbs = new(n_samples, 3) if need_rgbs else None
-        if starts.shape[0] > 0 and n_samples > 0:
+        v_bg_rays = new(n_rays, 3) if need_bg else None
+        if n_rays > 0:
             dummy = torch.zeros(1, 3, dtype=dtype, device=device)  # stands in for unused arrays
             _composite_bwd_kernel(
                 decays, dummy if rgbs is None else rgbs, t_starts, t_ends, starts, counts,
-                n_used, rgb, opacity, depth,
+                n_used, acc_rgb, opacity, depth, background, ctx.bg_per_ray,
                 _common.for_kernel(v_rgb), _common.for_kernel(v_opacity),
                 _common.for_kernel(v_depth),
                 v_sigmas if need_sigmas else dummy[0], v_rgbs if need_rgbs else dummy,
-                _common.ti_dtype(dtype), need_sigmas, need_rgbs,
+                v_bg_rays if need_bg else dummy, _common.ti_dtype(dtype),
+                need_sigmas, need_rgbs, need_bg,
             )  # fmt: skip
-        return v_sigmas, v_rgbs, None, None, None, None, None
+        v_background = None
+        if need_bg:
+            v_background = v_bg_rays if ctx.bg_per_ray else v_bg_rays.sum(0, keepdim=True)
+        return v_sigmas, v_rgbs, v_background, None, None, None, None, None
 
 
 @ti.kernel
@@ -316,10 +353,12 @@ def composite(
     _common.prepare(_OP, sigmas=sigmas)
     n_rays = int(n_rays)
     starts, counts = packed_info_from_ray_indices(ray_indices, n_rays)
+    if background is None:
+        bg = torch.zeros(1, 3, dtype=sigmas.dtype, device=sigmas.device)
+    else:  # differentiable cast and view; the kernels add the background themselves
+        bg = background.to(sigmas.dtype).reshape(-1, 3)
     rgb, opacity, depth = _CompositeFunction.apply(
-        sigmas, rgbs, _common.for_kernel(t_starts), _common.for_kernel(t_ends), starts, counts,
-        float(early_stop_eps),
+        sigmas, rgbs, bg, _common.for_kernel(t_starts), _common.for_kernel(t_ends), starts,
+        counts, float(early_stop_eps),
     )  # fmt: skip
-    if background is not None:
-        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb.dtype)
     return rgb, opacity, depth
