@@ -426,6 +426,20 @@ def markdown(results: dict[str, Any]) -> str:
                   f" {ov['steps_each']} interleaved steps each, median): fixed"
                   f" {ov['fixed_step_ms']:.1f} ms, joint {ov['joint_step_ms']:.1f} ms,"
                   f" overhead {ov['overhead_pct']:+.1f}% (goal ≤ 5%)."]
+    rows23 = results.get("joint_vs_fixed_rows_2_3")
+    if rows23:
+        lines += ["", f"Rows 2 vs 3 (separate runs; row 3's steps before the pose delay are"
+                  f" fixed-pose steps): {rows23['fixed_iters_per_sec']:.2f} vs"
+                  f" {rows23['joint_iters_per_sec']:.2f} it/s, {rows23['overhead_pct']:+.1f}%."]
+    ms = results.get("mode_settings", {})
+    if any(r["model"] == "vanilla" for r in results["rows"]):
+        size = ", ".join(f"{k} {v}" for k, v in (ms.get("vanilla") or {}).items())
+        budget = (f"a {ms['vanilla_budget_s']:.0f} s training budget" if ms.get("vanilla_budget_s")
+                  else f"{ms.get('vanilla_iters')} steps")
+        lines += ["", "Vanilla rows: " + (f"reduced model ({size}); the paper's is width 256,"
+                                          " depth 8, 64+128 samples" if size else
+                                          "the paper's model (width 256, depth 8, 64+128 samples)")
+                  + f", {budget}, {ms.get('vanilla_batch') or 1024} rays per step."]
     for sp in results.get("speedups", []):
         ngp_t = _f(sp["ngp_time_s"], ".1f") if sp["ngp_time_s"] is not None else "not reached"
         lines += ["", f"Time to vanilla NeRF's final val PSNR ({sp['target_val_psnr']:.2f} dB,"
@@ -470,6 +484,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run folders (default outputs/benchmarks/...; not committed)")
     p.add_argument("--no-overhead", action="store_true", help="skip the step-time overhead")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="combine result files (rows run in separate commands); runs nothing")
     p.add_argument("--progress", action="store_true", help="tqdm bars per row")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for --quick/--tiny on the CPU, where a busy"
@@ -485,7 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     threads_before = torch.get_num_threads()
     try:
-        return _run(args)
+        return merge(args) if args.merge else _run(args)
     finally:  # leave the process as found (the test calls main in-process)
         torch.set_num_threads(threads_before)
         if _UNDO:
@@ -571,6 +587,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         cfg, _ = row_config(ROWS[2], mode, args, run_root)
         print("[lego] joint-vs-fixed step-time overhead ...", flush=True)
         results["pose_overhead"] = measure_pose_overhead(cfg, device, mode.overhead_steps)
+    results["environment"]["load_average_end"] = (list(os.getloadavg())
+                                                  if hasattr(os, "getloadavg") else None)
+    json_path = args.json or args.out_dir / f"lego_{mode_name}_{device.type}.json"
+    return finish(results, json_path, args)
+
+
+def finish(results: dict[str, Any], json_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Derived figures (rows 2 vs 3 it/s, speed-ups), plots, JSON and markdown."""
+    done = {r["id"]: r for r in results["rows"]}
     if "2" in done and "3" in done:
         results["joint_vs_fixed_rows_2_3"] = {
             "fixed_iters_per_sec": done["2"]["iters_per_sec"],
@@ -578,15 +603,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "overhead_pct": 100.0 * (done["2"]["iters_per_sec"] / done["3"]["iters_per_sec"] - 1),
         }
     results["speedups"] = speedups(done)
-    results["environment"]["load_average_end"] = (list(os.getloadavg())
-                                                  if hasattr(os, "getloadavg") else None)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.json or args.out_dir / f"lego_{mode_name}_{device.type}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     if not args.no_plots and results["rows"]:
         results["plots"] = _plot(results, json_path.parent, json_path.stem)
         results["plots"] = [os.path.relpath(p, REPO) if p.startswith(str(REPO)) else p
                             for p in results["plots"]]
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if "settings" in results:
         text = markdown(results)
@@ -596,6 +617,24 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             args.markdown.write_text(text)
     print(f"[lego] wrote {json_path}")
     return results
+
+
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """Combine result files of one mode and device (e.g. rows run in separate commands, each
+    under a per-command time limit) into one table; a later file's row replaces an earlier one."""
+    parts = [json.loads(Path(p).read_text()) for p in args.merge]
+    if len({(p["mode"], p["device_name"]) for p in parts}) != 1:
+        raise SystemExit("error: --merge needs result files of one mode on one device")
+    order = [r[0] for r in ROWS]
+    rows = {r["id"]: r for part in parts for r in part["rows"]}
+    results = dict(parts[0], rows=sorted(rows.values(), key=lambda r: order.index(r["id"])),
+                   merged_from=[str(p) for p in args.merge],
+                   environments=[p["environment"] for p in parts])
+    for part in parts:
+        if part.get("pose_overhead"):
+            results["pose_overhead"] = part["pose_overhead"]
+    json_path = args.json or args.out_dir / f"lego_{results['mode']}_merged.json"
+    return finish(results, json_path, args)
 
 
 if __name__ == "__main__":
