@@ -12,6 +12,9 @@ import torch
 
 __all__ = ["composite", "march_rays"]
 
+#: Rays per chunk of the CPU slab test: 4096 x 6 values stay under torch's parallel grain.
+_CPU_RAY_CHUNK = 4096
+
 
 def ray_aabb_bounds(
     aabb: torch.Tensor,
@@ -31,19 +34,30 @@ def ray_aabb_bounds(
     ``generator``. Shared by :func:`march_rays` and the Taichi marcher (not a public op).
     """
     dtype, device = rays_o.dtype, rays_o.device
-    box = aabb.to(device=device, dtype=dtype)
-    # A zero direction component would divide by zero; a tiny signed one keeps the slab
-    # test right (the ray is either inside that slab for all t, or never).
-    tiny = torch.finfo(dtype).tiny ** 0.25
-    safe_d = torch.where(rays_d.abs() < tiny, torch.where(rays_d < 0, -tiny, tiny), rays_d)
-    t_lo = (box[:3] - rays_o) / safe_d
-    t_hi = (box[3:] - rays_o) / safe_d
-    t_enter = torch.minimum(t_lo, t_hi).amax(dim=-1)
-    t_exit = torch.maximum(t_lo, t_hi).amin(dim=-1)
-    near_t = torch.as_tensor(near, dtype=dtype, device=device).expand_as(t_enter)
-    far_t = torch.as_tensor(far, dtype=dtype, device=device).expand_as(t_exit)
-    t_begin = torch.maximum(t_enter, near_t)
-    t_end = torch.minimum(t_exit, far_t)
+    box = aabb.to(device=device, dtype=dtype).reshape(2, 3)
+    # Slab test. A zero direction component divides into +-inf, which IEEE min/max handle
+    # (inside that slab for all t, or never); only 0/0 (an origin exactly on a face plane of a
+    # parallel ray) gives NaN, and NaN rays get no samples. On the CPU, in chunks small enough
+    # that torch runs each op on one thread: on a busy machine every OpenMP parallel region
+    # waits for all its threads to be scheduled, which made these few cheap ops cost more
+    # than the marching itself.
+    chunk = _CPU_RAY_CHUNK if device.type == "cpu" else max(rays_o.shape[0], 1)
+    t_enter, t_exit = [], []
+    for first in range(0, rays_o.shape[0], chunk):
+        o, d = rays_o[first : first + chunk, None, :], rays_d[first : first + chunk, None, :]
+        t_faces = (box - o) / d  # [r, 2, 3]
+        t_enter.append(t_faces.amin(dim=1).amax(dim=-1))
+        t_exit.append(t_faces.amax(dim=1).amin(dim=-1))
+    t_enter = torch.cat(t_enter) if t_enter else rays_o.new_zeros(0)
+    t_exit = torch.cat(t_exit) if t_exit else rays_o.new_zeros(0)
+    if isinstance(near, torch.Tensor):
+        t_begin = torch.maximum(t_enter, near.to(device=device, dtype=dtype))
+    else:
+        t_begin = t_enter.clamp(min=float(near))
+    if isinstance(far, torch.Tensor):
+        t_end = torch.minimum(t_exit, far.to(device=device, dtype=dtype))
+    else:
+        t_end = t_exit.clamp(max=float(far))
     if stratified:
         u = torch.rand(t_begin.shape, generator=generator, dtype=dtype, device=device)
         t_begin = t_begin + u * torch.as_tensor(step_size, dtype=dtype, device=device)

@@ -155,15 +155,25 @@ class OccupancyGrid(nn.Module):
 _BLOCK = 8
 
 
+@ti.kernel
+def _block_occupancy_kernel(occupancy: ti.types.ndarray(), blocks: ti.types.ndarray(),
+                            res: ti.i32):  # fmt: skip
+    # blocks arrive zeroed; every occupied cell marks its block (equal writes, any order).
+    nb = (res + _BLOCK - 1) // _BLOCK
+    for i in range(occupancy.shape[0]):
+        if occupancy[i] != 0:
+            x = i // (res * res)
+            y = (i // res) % res
+            z = i % res
+            blocks[((x // _BLOCK) * nb + y // _BLOCK) * nb + z // _BLOCK] = 1
+
+
 def _block_occupancy(occupancy: torch.Tensor, res: int) -> torch.Tensor:
     """``[nb^3]`` uint8: whether any cell of each ``_BLOCK^3`` block is occupied (padded)."""
     nb = -(-res // _BLOCK)
-    grid = occupancy.reshape(res, res, res)
-    if nb * _BLOCK != res:
-        pad = nb * _BLOCK - res
-        grid = torch.nn.functional.pad(grid.to(torch.uint8), (0, pad, 0, pad, 0, pad)).bool()
-    blocks = grid.reshape(nb, _BLOCK, nb, _BLOCK, nb, _BLOCK).any(dim=5).any(dim=3).any(dim=1)
-    return blocks.reshape(-1).contiguous().view(torch.uint8)
+    blocks = torch.zeros(nb**3, dtype=torch.uint8, device=occupancy.device)
+    _block_occupancy_kernel(occupancy.reshape(-1).contiguous().view(torch.uint8), blocks, res)
+    return blocks
 
 
 @ti.func
@@ -341,7 +351,7 @@ def march_rays(
     )
     lo, scale = grid_transform(grid.aabb, grid.resolution, dtype, device)
     occupancy = grid.occupancy.reshape(-1).contiguous().view(torch.uint8)
-    blocks = _block_occupancy(grid.occupancy, grid.resolution)
+    blocks = _block_occupancy(occupancy, grid.resolution)
     # Relative rounding bound for the empty-space jumps: generous (64 ulp), as a too-short
     # jump costs one more look and a too-long one would drop a sample.
     rel_tolerance = 64.0 * torch.finfo(dtype).eps
