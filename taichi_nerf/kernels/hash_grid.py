@@ -24,6 +24,7 @@ with weights from ``p - c``.
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
 import math
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -160,10 +161,10 @@ def _level_meta(spec: HashGridSpec, device: torch.device) -> torch.Tensor:
 # Taichi kernels. Work items are (level, point) pairs, level-major so that the items running at
 # one time read one level's table segment (4 MiB at T = 2^19, F = 2: it stays in cache).
 #
-# level_tasks=True (CPU backend): one parallel task per level walks the points serially. No two
-# threads then touch the same table rows, so the backward needs no atomics (a float atomic add is
-# a CAS loop on x86, several times the cost of a plain add), and there is no per-item index
-# division. 16 levels keep up to 16 cores busy.
+# level_tasks=True (CPU backend): a parallel task walks all points of a level serially (the
+# backward groups a few levels per task). No two threads then touch the same table rows, so the
+# backward needs no atomics (a float atomic add is a CAS loop on x86, several times the cost of
+# a plain add), and there is no per-item index division. Up to 16 cores are kept busy.
 # level_tasks=False (GPU): one thread per (level, point) and atomic adds, as in instant-ngp.
 
 _CORNER_BITS = tuple(((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8))
@@ -247,7 +248,7 @@ def _hash_forward_kernel(
 @ti.func
 def _backward_item(
     x: ti.template(), table: ti.template(), v_out: ti.template(), v_table: ti.template(),
-    v_x_levels: ti.template(), level, i, res, offset, mask, n_features: ti.template(),
+    v_x: ti.template(), group, level, i, res, offset, mask, n_features: ti.template(),
     need_table: ti.template(), need_x: ti.template(), level_tasks: ti.template(),
     dt: ti.template(),
 ):  # fmt: skip
@@ -281,8 +282,11 @@ def _backward_item(
         for d in ti.static(range(3)):
             xd = x[i, d]
             # Clamping to [0, 1] passes the gradient only inside (boundaries included).
-            inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
-            v_x_levels[level, i, d] = v_frac[d] * scale if inside else ti.cast(0.0, dt)
+            if xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt):
+                if ti.static(level_tasks):
+                    v_x[group, i, d] = v_x[group, i, d] + v_frac[d] * scale
+                else:
+                    ti.atomic_add(v_x[i, d], v_frac[d] * scale)
 
 
 @ti.kernel
@@ -292,56 +296,73 @@ def _hash_backward_kernel(
     meta: ti.types.ndarray(),
     v_out: ti.types.ndarray(),
     v_table: ti.types.ndarray(),
-    v_x_levels: ti.types.ndarray(),
+    v_x_groups: ti.types.ndarray(),
     v_x: ti.types.ndarray(),
     n_levels: ti.template(),
+    n_groups: ti.i32,
     n_features: ti.template(),
     need_table: ti.template(),
     need_x: ti.template(),
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    """Writes v_table [T, F] (all rows) and v_x [N, 3]; v_x_levels [L, N, 3] is scratch.
+    """Writes every element of v_table [T, F] and v_x [N, 3] (no zero-filled inputs needed).
 
-    The table gradient is zeroed here, not by torch: on the CPU each level task clears its own
-    segment just before filling it (still in cache). The x-gradient of each level goes to
-    v_x_levels and a second loop (run after the first completes) sums it over levels, so no
-    atomics are needed for x on either schedule.
+    level_tasks (CPU): task ``g`` of ``n_groups`` handles levels g, g + G, g + 2G, ... one after
+    the other. It clears each level's gradient segment just before filling it (still in cache)
+    and adds its x-gradients into its own slice v_x_groups[g] [N, 3]; a second loop, run after
+    the first completes, sums the G slices. No atomics, and G (about 2 per core) slices instead
+    of one per level keep the scratch small. Otherwise (GPU): one thread per (level, point),
+    atomic adds into v_table and v_x; v_x_groups is unused.
     """
     if ti.static(level_tasks):
-        for level in range(n_levels):
-            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
-            if ti.static(need_table):
-                for r in range(meta[level, 3]):
-                    for f in ti.static(range(n_features)):
-                        v_table[offset + r, f] = ti.cast(0.0, dt)
+        for group in range(n_groups):
+            if ti.static(need_x):
+                for i in range(x.shape[0]):
+                    for d in ti.static(range(3)):
+                        v_x_groups[group, i, d] = ti.cast(0.0, dt)
+            for k in range((n_levels - group + n_groups - 1) // n_groups):
+                level = group + k * n_groups
+                res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+                if ti.static(need_table):
+                    for r in range(meta[level, 3]):
+                        for f in ti.static(range(n_features)):
+                            v_table[offset + r, f] = ti.cast(0.0, dt)
+                for i in range(x.shape[0]):
+                    _backward_item(
+                        x, table, v_out, v_table, v_x_groups, group, level, i, res, offset,
+                        mask, n_features, need_table, need_x, level_tasks, dt,
+                    )  # fmt: skip
+        if ti.static(need_x):
             for i in range(x.shape[0]):
-                _backward_item(
-                    x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
-                    n_features, need_table, need_x, level_tasks, dt,
-                )  # fmt: skip
+                acc = ti.Vector.zero(dt, 3)
+                for group in range(n_groups):
+                    for d in ti.static(range(3)):
+                        acc[d] += v_x_groups[group, i, d]
+                for d in ti.static(range(3)):
+                    v_x[i, d] = acc[d]
     else:
         if ti.static(need_table):
             for r, f in ti.ndrange(v_table.shape[0], n_features):
                 v_table[r, f] = ti.cast(0.0, dt)
+        if ti.static(need_x):
+            for i, d in ti.ndrange(x.shape[0], 3):
+                v_x[i, d] = ti.cast(0.0, dt)
         for level, i in ti.ndrange(n_levels, x.shape[0]):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
             _backward_item(
-                x, table, v_out, v_table, v_x_levels, level, i, res, offset, mask,
+                x, table, v_out, v_table, v_x, 0, level, i, res, offset, mask,
                 n_features, need_table, need_x, level_tasks, dt,
             )  # fmt: skip
-    if ti.static(need_x):
-        for i in range(x.shape[0]):
-            acc = ti.Vector.zero(dt, 3)
-            for level in range(n_levels):
-                for d in ti.static(range(3)):
-                    acc[d] += v_x_levels[level, i, d]
-            for d in ti.static(range(3)):
-                v_x[i, d] = acc[d]
 
 
 def _level_tasks() -> bool:
     return current_arch() == "cpu"
+
+
+def _cpu_groups(n_levels: int) -> int:
+    """Backward tasks on the CPU: about two per core for load balance, at most one per level."""
+    return max(1, min(n_levels, 2 * (os.cpu_count() or 1)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,9 +407,11 @@ class _HashEncodeFunction(torch.autograd.Function):
         # Unused buffers still need a typed ndarray argument; a tiny dummy costs nothing.
         dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
         dummy3 = torch.zeros((1, 3), dtype=dtype, device=device)
-        v_x_levels = (
-            alloc((spec.n_levels, x.shape[0], 3), dtype=dtype, device=device)
-            if need_x
+        level_tasks = _level_tasks()
+        n_groups = _cpu_groups(spec.n_levels) if level_tasks else 1
+        v_x_groups = (
+            alloc((n_groups, x.shape[0], 3), dtype=dtype, device=device)
+            if need_x and level_tasks
             else torch.zeros((1, 1, 3), dtype=dtype, device=device)
         )
         _hash_backward_kernel(
@@ -397,13 +420,14 @@ class _HashEncodeFunction(torch.autograd.Function):
             _level_meta(spec, device),
             v_out,
             v_table if v_table is not None else dummy,
-            v_x_levels,
+            v_x_groups,
             v_x if v_x is not None else dummy3,
             spec.n_levels,
+            n_groups,
             spec.n_features,
             bool(need_table),
             bool(need_x),
-            _level_tasks(),
+            level_tasks,
             _common.ti_dtype(dtype),
         )
         return v_x, v_table, None
