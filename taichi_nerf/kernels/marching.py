@@ -291,9 +291,9 @@ def _check_march_inputs(grid, rays_o, rays_d, near, far, step_size, max_samples_
     device = _common.check_same_device(_OP, **tensors)
     if not (float(step_size) > 0.0 and float(step_size) < float("inf")):
         raise ValueError(f"{_OP}: step_size must be a positive finite float, got {step_size}")
-    if int(max_samples_per_ray) != max_samples_per_ray or max_samples_per_ray < 1:
+    if int(max_samples_per_ray) != max_samples_per_ray or not 1 <= max_samples_per_ray < 2**31:
         raise ValueError(
-            f"{_OP}: max_samples_per_ray must be an int >= 1, got {max_samples_per_ray}"
+            f"{_OP}: max_samples_per_ray must be an int in [1, 2^31), got {max_samples_per_ray}"
         )
     return device
 
@@ -315,9 +315,10 @@ def march_rays(
     Each ray is clipped to the grid's box and to ``[near, far]``, giving ``[t_begin, t_end)``.
     Steps are ``t_start = t_begin + k * step_size``, ``t_end = min(t_start + step_size,
     t_end)`` while ``t_start < t_end``; a step is kept when the cell holding its midpoint is
-    occupied. Empty cells are skipped in one jump that stays on the same t grid. A ray keeps at
-    most ``max_samples_per_ray`` samples (the first ones). With every cell occupied this is
-    uniform stepping through the clipped segment.
+    occupied. Empty ``8^3`` blocks and empty cells are crossed in one jump each, landing on the
+    same t grid, so the result is exactly that of visiting every step (the dense twin). A ray
+    keeps at most ``max_samples_per_ray`` samples (the first ones). With every cell occupied
+    this is uniform stepping through the clipped segment.
 
     Args:
         grid: the :class:`OccupancyGrid` (on the rays' device).
