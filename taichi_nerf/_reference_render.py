@@ -65,7 +65,8 @@ def ray_aabb_bounds(
 
 
 def grid_transform(aabb: torch.Tensor, resolution: int, dtype: torch.dtype, device) -> tuple:
-    """``(lo [3], scale [3])`` with cell coordinates ``u = (p - lo) * scale`` in ``[0, res)``."""
+    """``(lo [3], scale [3])``: a point ``o + t d`` has cell coordinates (in ``[0, res)``
+    inside the box) ``u = (o - lo) * scale + t * (d * scale)``, evaluated in that order."""
     box = aabb.to(device=device, dtype=dtype)
     lo = box[:3].contiguous()
     scale = (resolution / (box[3:] - box[:3])).contiguous()
@@ -118,8 +119,12 @@ def march_rays(
         valid = ts < t1
         te = torch.minimum(ts + step, t1)
         tm = (ts + te) * 0.5
-        points = rays_o[rays, None, :] + tm[..., None] * rays_d[rays, None, :]
-        cell = torch.floor((points - lo) * scale).nan_to_num(-1.0).clamp(-1, res).long()
+        # The point in cell units as u = (o - lo) * scale + t_mid * (d * scale), the same
+        # operations in the same order as the Taichi marcher, so both round alike.
+        o_cells = ((rays_o[rays] - lo) * scale)[:, None, :]
+        d_cells = (rays_d[rays] * scale)[:, None, :]
+        u = o_cells + tm[..., None] * d_cells
+        cell = torch.floor(u).nan_to_num(-1.0).clamp(-1, res).long()
         inside = ((cell >= 0) & (cell < res)).all(dim=-1)
         cell = cell.clamp(0, res - 1)
         flat = (cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]

@@ -223,6 +223,11 @@ def _march_kernel(
         cell_size = 1.0 / sc
         o = ti.Vector([rays_o[r, 0], rays_o[r, 1], rays_o[r, 2]])
         d = ti.Vector([rays_d[r, 0], rays_d[r, 1], rays_d[r, 2]])
+        # The ray in cell units, u(t) = o_cells + t d_cells: the per-step point is then one
+        # multiply-add per axis, and the compiler has no loop invariant left to re-associate
+        # (which would change the rounding against the twin's identical formula).
+        o_cells = (o - low) * sc
+        d_cells = d * sc
         inv_d = ti.Vector([ti.cast(0.0, dt)] * 3)
         for a in ti.static(range(3)):
             if d[a] != 0:
@@ -242,10 +247,10 @@ def _march_kernel(
             if not ts < t1:  # also ends NaN rays
                 break
             te = ti.min(ts + step, t1)
-            p = o + (ts + te) * 0.5 * d
+            u = o_cells + (ts + te) * 0.5 * d_cells
             cell = ti.Vector([0, 0, 0])
             for a in ti.static(range(3)):
-                cell[a] = ti.cast(ti.floor((p[a] - low[a]) * sc[a]), ti.i32)
+                cell[a] = ti.cast(ti.floor(u[a]), ti.i32)
             inside = 0 <= cell[0] < res and 0 <= cell[1] < res and 0 <= cell[2] < res
             if not inside:
                 k += 1  # only at the box faces, by rounding
