@@ -57,6 +57,11 @@ def _composite_fwd_kernel(
     save: ti.template(),
 ):
     eps = ti.cast(early_stop_eps, dt)
+    if ti.static(save):
+        # The exps first, in a flat loop: inside the per-ray loop each libm call spills the
+        # accumulators (all float registers are caller-saved), ~2x the cost (measured).
+        for i in range(sigmas.shape[0]):
+            out_decays[i] = ti.exp(-sigmas[i] * (t_ends[i] - t_starts[i]))
     for r in range(starts.shape[0]):
         start = starts[r]
         n = counts[r]
@@ -71,9 +76,11 @@ def _composite_fwd_kernel(
             if trans < eps:
                 break
             i = start + j
-            decay = ti.exp(-sigmas[i] * (t_ends[i] - t_starts[i]))
+            decay = ti.cast(0.0, dt)
             if ti.static(save):
-                out_decays[i] = decay
+                decay = out_decays[i]
+            else:
+                decay = ti.exp(-sigmas[i] * (t_ends[i] - t_starts[i]))
             w = trans * (1.0 - decay)
             c0 += w * rgbs[i, 0]
             c1 += w * rgbs[i, 1]
@@ -143,35 +150,35 @@ def _composite_bwd_kernel(
         total += g_op * opacity[r] + g_d * depth[r]
         prefix = ti.cast(0.0, dt)
         trans = ti.cast(1.0, dt)
-        for j in range(counts[r]):
+        for j in range(used):
             i = start + j
-            if j < used:
-                delta = t_ends[i] - t_starts[i]
-                decay = decays[i]
-                w = trans * (1.0 - decay)
-                if ti.static(need_rgbs):
-                    v_rgbs[i, 0] = w * g0
-                    v_rgbs[i, 1] = w * g1
-                    v_rgbs[i, 2] = w * g2
-                if ti.static(need_sigmas):
-                    value = (
-                        g0 * rgbs[i, 0]
-                        + g1 * rgbs[i, 1]
-                        + g2 * rgbs[i, 2]
-                        + g_op
-                        + g_d * (t_starts[i] + t_ends[i]) * 0.5
-                    )
-                    prefix += w * value
-                    v_sigmas[i] = (trans * decay * value - (total - prefix)) * delta
-                trans *= decay
-            else:
-                # Past early termination a sample contributes nothing, so neither does its input.
-                if ti.static(need_rgbs):
-                    v_rgbs[i, 0] = ti.cast(0.0, dt)
-                    v_rgbs[i, 1] = ti.cast(0.0, dt)
-                    v_rgbs[i, 2] = ti.cast(0.0, dt)
-                if ti.static(need_sigmas):
-                    v_sigmas[i] = ti.cast(0.0, dt)
+            delta = t_ends[i] - t_starts[i]
+            decay = decays[i]
+            w = trans * (1.0 - decay)
+            if ti.static(need_rgbs):
+                v_rgbs[i, 0] = w * g0
+                v_rgbs[i, 1] = w * g1
+                v_rgbs[i, 2] = w * g2
+            if ti.static(need_sigmas):
+                value = (
+                    g0 * rgbs[i, 0]
+                    + g1 * rgbs[i, 1]
+                    + g2 * rgbs[i, 2]
+                    + g_op
+                    + g_d * (t_starts[i] + t_ends[i]) * 0.5
+                )
+                prefix += w * value
+                v_sigmas[i] = (trans * decay * value - (total - prefix)) * delta
+            trans *= decay
+        # Past early termination a sample contributes nothing, so neither does its input.
+        for j in range(used, counts[r]):
+            i = start + j
+            if ti.static(need_rgbs):
+                v_rgbs[i, 0] = ti.cast(0.0, dt)
+                v_rgbs[i, 1] = ti.cast(0.0, dt)
+                v_rgbs[i, 2] = ti.cast(0.0, dt)
+            if ti.static(need_sigmas):
+                v_sigmas[i] = ti.cast(0.0, dt)
 
 
 class _CompositeFunction(torch.autograd.Function):
