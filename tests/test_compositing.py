@@ -175,12 +175,13 @@ def test_empty_inputs(device):
     rgbs = torch.zeros(0, 3, **f, requires_grad=True)
     none = torch.zeros(0, **f)
     idx = torch.zeros(0, dtype=torch.long, device=device)
-    bg = torch.tensor([0.1, 0.2, 0.3], **f)
+    bg = torch.tensor([0.1, 0.2, 0.3], **f, requires_grad=True)
     rgb, opacity, depth = composite(sigmas, rgbs, none, none, idx, 4, background=bg)
     assert rgb.shape == (4, 3) and torch.equal(rgb, bg.expand(4, 3))
     assert torch.equal(opacity, torch.zeros(4, **f)) and torch.equal(depth, torch.zeros(4, **f))
-    g_sigmas, g_rgbs = torch.autograd.grad((rgb.sum() + opacity.sum()), (sigmas, rgbs))
+    g_sigmas, g_rgbs, g_bg = torch.autograd.grad((rgb.sum() + opacity.sum()), (sigmas, rgbs, bg))
     assert g_sigmas.shape == (0,) and g_rgbs.shape == (0, 3)
+    assert torch.equal(g_bg, torch.full((3,), 4.0, **f))
     rgb, opacity, depth = composite(sigmas, rgbs, none, none, idx, 0)
     assert rgb.shape == (0, 3) and opacity.shape == (0,) and depth.shape == (0,)
 
@@ -235,3 +236,16 @@ def test_invalid_inputs_raise_value_error():
         expected = needle if needle != "dtype" else "t_ends"
         assert expected in message, (needle, message)
     assert m > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_matches_cpu():
+    inputs = random_samples(300, 40, torch.float32, "cpu")
+    bg = make_background("per_ray", 300, torch.float32, "cpu")
+    moved = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    upstream = [torch.randn(300, 3), torch.randn(300), torch.randn(300)]
+    (outs, grads), _ = run_both(inputs, bg, 1e-3, upstream)
+    (outs_gpu, grads_gpu), _ = run_both(moved, bg.cuda(), 1e-3, [u.cuda() for u in upstream])
+    for a, b in zip(list(outs) + list(grads), list(outs_gpu) + list(grads_gpu)):
+        torch.testing.assert_close(b.cpu(), a, **BWD_TOL[torch.float32])

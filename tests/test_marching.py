@@ -331,3 +331,16 @@ def test_nan_density_counts_as_empty(device):
     grid.update(0, lambda x: torch.where(x[:, 0] > 0, torch.nan, ball(x)))
     assert bool(torch.isfinite(grid.density).all())
     assert grid.occupied_fraction() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_matches_cpu():
+    grid = random_grid(16, 0.2, "cpu")
+    rays_o, rays_d = random_rays(500, torch.float64, "cpu")
+    cpu = march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.01, 64)
+    gpu = march_rays(grid.cuda(), rays_o.cuda(), rays_d.cuda(), 0.1, 6.0, 0.01, 64)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
+    ball = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16).cuda()
+    ball.update(0, ball_density())
+    assert ball.occupied_fraction() > 0

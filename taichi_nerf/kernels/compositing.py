@@ -201,10 +201,14 @@ class _CompositeFunction(torch.autograd.Function):
         n_used = new(n_rays if save else 1, d=torch.int32)
         bg_per_ray = int(background.shape[0] > 1)
         if n_rays > 0:
+            per_sample = (sigmas, rgbs, t_starts, t_ends, decays)
+            if n_samples == 0:  # rays without samples: no zero-size arrays into Taichi
+                per_sample = (new(1), new(1, 3), new(1), new(1), new(1))
+            s, c, t0, t1, dec = per_sample
             _composite_fwd_kernel(
-                sigmas, rgbs, t_starts, t_ends, starts, counts, background, bg_per_ray,
-                float(early_stop_eps), out_rgb, out_opacity, out_depth, acc_rgb, n_used, decays,
-                _common.ti_dtype(dtype), save,
+                s, c, t0, t1, starts, counts, background, bg_per_ray, float(early_stop_eps),
+                out_rgb, out_opacity, out_depth, acc_rgb, n_used, dec, _common.ti_dtype(dtype),
+                save and n_samples > 0,
             )  # fmt: skip
         if save:
             ctx.bg_per_ray = bg_per_ray
@@ -228,7 +232,7 @@ class _CompositeFunction(torch.autograd.Function):
         v_sigmas = new(n_samples) if need_sigmas else None
         v_rgbs = new(n_samples, 3) if need_rgbs else None
         v_bg_rays = new(n_rays, 3) if need_bg else None
-        if n_rays > 0:
+        if n_rays > 0 and n_samples > 0:
             dummy = torch.zeros(1, 3, dtype=dtype, device=device)  # stands in for unused arrays
             _composite_bwd_kernel(
                 decays, dummy if rgbs is None else rgbs, t_starts, t_ends, starts, counts,
@@ -239,6 +243,8 @@ class _CompositeFunction(torch.autograd.Function):
                 v_bg_rays if need_bg else dummy, _common.ti_dtype(dtype),
                 need_sigmas, need_rgbs, need_bg,
             )  # fmt: skip
+        elif need_bg:  # no samples: every ray shows its background fully
+            v_bg_rays = (v_rgb * (1.0 - opacity)[:, None]).contiguous()
         v_background = None
         if need_bg:
             v_background = v_bg_rays if ctx.bg_per_ray else v_bg_rays.sum(0, keepdim=True)
