@@ -50,7 +50,8 @@ class Case:
     twin_fwd: object
     twin_fwd_bwd: object
     check: object = None  # returns max |kernel - twin| of the forward outputs
-    times: dict = field(default_factory=dict)
+    times: dict = field(default_factory=dict)  # label -> wall seconds per repeat
+    cpu_times: dict = field(default_factory=dict)  # label -> process CPU seconds per repeat
 
 
 def _sync(device: str) -> None:
@@ -61,17 +62,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, device: str, repeats: int, warmup: int) -> list[float]:
+def _time(fn, device: str, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds (all threads) of each repeat."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        out.append(time.perf_counter() - start)
-    return out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def _grad(outputs, inputs, upstream):
@@ -238,6 +241,15 @@ def _device_name(device: str) -> str:
     return f"{name} ({os.cpu_count()} logical cores)"
 
 
+def _taichi_threads() -> int | None:
+    try:
+        from taichi.lang import impl
+
+        return int(impl.current_cfg().cpu_max_num_threads)
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
 def _ms(seconds: list[float]) -> float:
     return 1e3 * statistics.median(seconds)
 
@@ -251,7 +263,10 @@ def _row(case: Case, device: str) -> dict:
         "taichi_fwd_bwd_ms": _ms(t["kernel_fwd_bwd"]),
         "twin_fwd_ms": _ms(t["twin_fwd"]),
         "twin_fwd_bwd_ms": _ms(t["twin_fwd_bwd"]),
-        "repeats_s": t,
+        "taichi_fwd_bwd_cpu_ms": _ms(case.cpu_times["kernel_fwd_bwd"]),
+        "twin_fwd_bwd_cpu_ms": _ms(case.cpu_times["twin_fwd_bwd"]),
+        "repeats_wall_s": t,
+        "repeats_cpu_s": case.cpu_times,
         "max_abs_diff_fwd": case.check() if case.check else None,
     }
     row["ratio_fwd"] = row["twin_fwd_ms"] / row["taichi_fwd_ms"]
@@ -291,16 +306,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ops", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both torch and Taichi (default: each one's own "
+                        "choice, all cores). --threads 1 measures per-core work, which a "
+                        "machine shared with other jobs distorts least")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU; use --device cpu")
+    if args.threads:
+        # ti.init reads TI_<OPTION> overrides from the environment.
+        os.environ["TI_CPU_MAX_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
     taichi_nerf.init(args.device)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
     twin_repeats = args.twin_repeats or (
         3 if (args.device == "cpu" and not args.quick) else args.repeats
     )
@@ -318,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
             ("twin_fwd_bwd", case.twin_fwd_bwd, twin_repeats),
         ):
             warmup = args.warmup if label.startswith("kernel") else 1
-            case.times[label] = _time(fn, args.device, reps, warmup)
+            case.times[label], case.cpu_times[label] = _time(fn, args.device, reps, warmup)
         rows.append(_row(case, args.device))
 
     import taichi as ti
@@ -328,6 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "device_name": _device_name(args.device),
         "torch_threads": torch.get_num_threads(),
+        "taichi_cpu_threads": _taichi_threads(),
         "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
         "versions": {
             "python": platform.python_version(),
@@ -338,7 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
         "git": _git_commit(),
         "quick": args.quick,
         "repeats": {"taichi": args.repeats, "twin": twin_repeats, "warmup": args.warmup},
-        "timing": "wall clock, median of repeats after warm-up; CUDA synchronised",
+        "timing": "wall clock (and process CPU time, all threads), median of repeats after "
+        "warm-up; CUDA synchronised",
         "results": rows,
     }
     _print_table(rows)

@@ -178,7 +178,8 @@ def _locate(x: ti.template(), i, res, offset, mask, dt: ti.template()):
     frac = ti.Vector([0.0, 0.0, 0.0], dt=dt)
     for d in ti.static(range(3)):
         p = ti.min(ti.max(x[i, d], ti.cast(0.0, dt)), ti.cast(1.0, dt)) * scale
-        c = ti.min(ti.cast(p, ti.i32), res - 1)  # p >= 0, so truncation is floor
+        # p >= 0, so truncation is floor; the outer max keeps a NaN x (any int) in bounds.
+        c = ti.max(ti.min(ti.cast(p, ti.i32), res - 1), 0)
         cell[d] = c
         frac[d] = p - ti.cast(c, dt)
     rows = ti.Vector.zero(ti.i32, 8)
