@@ -469,7 +469,7 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
     Args:
         x: ``[N, 3]`` positions in the unit cube (normalise world positions by the scene box
             first). Values outside ``[0, 1]`` are clamped; the clamped coordinates then get zero
-            gradient.
+            gradient. (A NaN coordinate is read as 0 by the kernels; the twin propagates it.)
         table: ``[spec.table_size, spec.n_features]`` feature table, same dtype (float32 or
             float64) and device as ``x``. Level ``l`` uses rows
             ``spec.level_offsets()[l]:spec.level_offsets()[l + 1]``.
