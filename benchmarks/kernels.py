@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "choice, all cores). --threads 1 measures per-core work, which a "
                         "machine shared with other jobs distorts least")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--note", default="", help="free text stored in the JSON (machine state)")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -360,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": {"taichi": args.repeats, "twin": twin_repeats, "warmup": args.warmup},
         "timing": "wall clock (and process CPU time, all threads), median of repeats after "
         "warm-up; CUDA synchronised",
+        "note": args.note,
         "results": rows,
     }
     _print_table(rows)
