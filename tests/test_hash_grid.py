@@ -133,7 +133,9 @@ def test_gradcheck_float64(device, level_tasks, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gradient_only_where_asked(device):
+@pytest.mark.parametrize("level_tasks", LEVEL_TASKS)
+def test_gradient_only_where_asked(device, level_tasks, monkeypatch):
+    monkeypatch.setattr(hash_grid, "_level_tasks", lambda: level_tasks)
     x = torch.rand(50, 3, device=device)
     table = _random_table(SMALL_SPEC, torch.float32, device)
     (v_table,) = torch.autograd.grad(
