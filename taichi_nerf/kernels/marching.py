@@ -17,8 +17,8 @@ import taichi as ti
 import torch
 from torch import nn
 
-from taichi_nerf._reference_render import grid_transform, ray_aabb_bounds
 from taichi_nerf.kernels import _common
+from taichi_nerf.kernels._geometry import grid_transform, ray_aabb_bounds
 
 __all__ = ["OccupancyGrid", "march_rays"]
 
