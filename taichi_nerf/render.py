@@ -58,7 +58,8 @@ def prune_occluded(density_fn: Callable[[torch.Tensor], torch.Tensor], rays_o: t
 def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: torch.Tensor, *,
                 near: float, far: float, step_size: float, background: torch.Tensor | None,
                 max_samples_per_ray: int = 1024, density_fn: Callable | None = None,
-                early_stop_eps: float = 1e-4, alpha_thre: float = 0.0) -> dict[str, Any]:
+                early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, stratified: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, Any]:
     """Render rays through a field with occupancy-grid marching.
 
     Args:
@@ -72,10 +73,12 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
         density_fn: ``positions -> sigmas`` for the no-grad pruning pass
             (:func:`prune_occluded`); None skips pruning.
         early_stop_eps, alpha_thre: pruning thresholds.
+        stratified, generator: jitter each ray's t grid (training), see ``march_rays``.
 
     Returns:
         dict with ``rgb [R,3]``, ``opacity [R]``, ``depth [R]`` (differentiable in the field
-        parameters, ``rays_o`` and ``rays_d``) and ``num_samples`` (int, samples shaded).
+        parameters, ``rays_o`` and ``rays_d``), ``num_samples`` (int, samples shaded) and
+        ``num_marched`` (int, samples before pruning).
     """
     from taichi_nerf.kernels.compositing import composite
     from taichi_nerf.kernels.marching import march_rays
@@ -84,7 +87,9 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
     with torch.no_grad():
         ray_indices, t_starts, t_ends = march_rays(
             grid, rays_o.detach().contiguous(), rays_d.detach().contiguous(), near, far,
-            step_size, max_samples_per_ray=max_samples_per_ray)
+            step_size, max_samples_per_ray=max_samples_per_ray, stratified=stratified,
+            generator=generator)
+        num_marched = int(ray_indices.numel())
         if density_fn is not None and ray_indices.numel() > 0:
             keep = prune_occluded(density_fn, rays_o.detach(), rays_d.detach(), ray_indices,
                                   t_starts, t_ends, early_stop_eps, alpha_thre)
@@ -95,7 +100,8 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
     sigmas, rgbs = field(positions, directions)
     rgb, opacity, depth = composite(sigmas.reshape(-1), rgbs, t_starts, t_ends, ray_indices,
                                     n_rays, background)
-    return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": int(t_starts.numel())}
+    return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": int(t_starts.numel()),
+            "num_marched": num_marched}
 
 
 @torch.no_grad()

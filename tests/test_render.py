@@ -25,7 +25,8 @@ def _rays(n, seed=0):
 def _full_grid():
     from taichi_nerf.kernels.marching import OccupancyGrid
 
-    grid = OccupancyGrid(AABB, resolution=8)  # a fresh grid marks every cell occupied
+    grid = OccupancyGrid(AABB, resolution=8)
+    grid.mark_all_occupied()
     return grid
 
 
@@ -78,7 +79,7 @@ def test_render_rays_matches_dense_compositing_and_chunking():
     ray_indices, t_starts, t_ends = march_rays(grid, rays_o, rays_d, 1.0, 5.0, 0.02)
     expected = _dense_reference(rays_o, rays_d, ray_indices, t_starts, t_ends, background)
     assert torch.allclose(out["rgb"], expected, atol=RENDER_TOL)
-    assert out["num_samples"] == ray_indices.numel()
+    assert out["num_samples"] == ray_indices.numel() > 1000
 
     class Wrapper(torch.nn.Module):
         def render_rays(self, o, d, *, background, train):

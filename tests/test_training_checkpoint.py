@@ -76,8 +76,17 @@ def test_resolve_resume_path(tmp_path):
 
 
 def test_rng_state_round_trip():
-    gen = torch.Generator().manual_seed(3)
-    state = rng_state(grid_generator=gen)
-    a, b = torch.rand(4), torch.rand(4, generator=gen)
-    set_rng_state(state, grid_generator=gen)
-    assert torch.equal(a, torch.rand(4)) and torch.equal(b, torch.rand(4, generator=gen))
+    class Renderer:
+        gen = torch.Generator().manual_seed(3)
+
+        def rng_state(self):
+            return self.gen.get_state()
+
+        def set_rng_state(self, state):
+            self.gen.set_state(state)
+
+    renderer = Renderer()
+    state = rng_state(renderer=renderer)
+    a, b = torch.rand(4), torch.rand(4, generator=renderer.gen)
+    set_rng_state(state, renderer=renderer)
+    assert torch.equal(a, torch.rand(4)) and torch.equal(b, torch.rand(4, generator=renderer.gen))

@@ -89,6 +89,9 @@ class NGPField(nn.Module):
             nn.Linear(self.spec.output_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, 1 + geo_feat_dim),
         )
+        # Coarse-to-fine weights per hash level (BARF's window on the encoding): finer levels
+        # fade in, so early pose gradients come from the smooth coarse levels only.
+        self.register_buffer("level_weights", torch.ones(n_levels))
         self.color_mlp = nn.Sequential(
             nn.Linear(16 + geo_feat_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
@@ -99,8 +102,23 @@ class NGPField(nn.Module):
         """World ``[M,3]`` -> ``[0,1]^3`` by the scene box (clamped; gradient inside the box)."""
         return ((positions - self.aabb_min) / self.aabb_size).clamp(0.0, 1.0)
 
+    def set_coarse_to_fine(self, progress: float, min_levels: int = 2) -> None:
+        """BARF window over the levels: ``progress`` 0 keeps ``min_levels`` levels, 1 all.
+
+        Level ``l`` gets ``(1 - cos(pi * clamp(a - l, 0, 1))) / 2`` with
+        ``a = min_levels + progress * (L - min_levels)``.
+        """
+        n = self.level_weights.numel()
+        alpha = min_levels + min(max(progress, 0.0), 1.0) * (n - min_levels)
+        x = (alpha - torch.arange(n, dtype=torch.float64)).clamp(0.0, 1.0)
+        self.level_weights.copy_(((1.0 - torch.cos(math.pi * x)) / 2).to(self.level_weights))
+
     def _geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.density_mlp(self.encoding(self.normalize(positions).contiguous()))
+        features = self.encoding(self.normalize(positions).contiguous())
+        if bool((self.level_weights < 1).any()):
+            weights = self.level_weights.repeat_interleave(self.spec.n_features)
+            features = features * weights
+        h = self.density_mlp(features)
         sigma = trunc_exp(h[:, 0] + self.density_bias)
         return sigma, h[:, 1:]
 
@@ -135,12 +153,19 @@ class NGPRenderer(nn.Module):
         max_samples_per_ray: marching cap.
         prune: evaluate the density once without grad and drop occluded samples before the
             differentiable pass (nerfacc's ``sigma_fn``), ``early_stop_eps`` = 1e-4.
+        coarse_to_fine: ``(start, end)`` steps of the BARF-style level window
+            (:meth:`NGPField.set_coarse_to_fine`); None: all levels from the start.
+        c2f_min_levels: levels on before ``start``.
+        stratified: jitter each training ray's t grid by ``U[0, step)`` (nerfacc does), from a
+            generator seeded with ``seed`` (``rng_state``/``set_rng_state`` for resume).
         **field_kwargs: :class:`NGPField` arguments.
     """
 
     def __init__(self, scene_aabb, near: float, far: float, *, grid_resolution: int = 128,
                  marching_steps: int = 1024, step_size: float | None = None,
-                 max_samples_per_ray: int = 1024, prune: bool = True, **field_kwargs):
+                 max_samples_per_ray: int = 1024, prune: bool = True, stratified: bool = True,
+                 seed: int = 0, coarse_to_fine: tuple[int, int] | None = None,
+                 c2f_min_levels: int = 2, **field_kwargs):
         super().__init__()
         from taichi_nerf.kernels.marching import OccupancyGrid
 
@@ -148,26 +173,60 @@ class NGPRenderer(nn.Module):
         self.near, self.far = float(near), float(far)
         self.field = NGPField(aabb, **field_kwargs)
         self.grid = OccupancyGrid(aabb, resolution=grid_resolution)
+        self.grid.mark_all_occupied()  # a fresh grid is empty; before the first update, march all
         self.step_size = (float(step_size) if step_size is not None
                           else instant_ngp_step_size(aabb, marching_steps))
         self.max_samples_per_ray = int(max_samples_per_ray)
         self.prune = prune
+        self.stratified = stratified
+        self.coarse_to_fine = tuple(coarse_to_fine) if coarse_to_fine else None
+        self.c2f_min_levels = int(c2f_min_levels)
+        if self.coarse_to_fine:
+            self.field.set_coarse_to_fine(0.0, self.c2f_min_levels)
+        self.seed = int(seed)
+        self._generator: torch.Generator | None = None
 
     @torch.no_grad()
-    def _density_for_grid(self, positions: torch.Tensor) -> torch.Tensor:
+    def _density(self, positions: torch.Tensor) -> torch.Tensor:
         return self.field.density(positions)
 
+    @torch.no_grad()
+    def _opacity(self, positions: torch.Tensor) -> torch.Tensor:
+        # nerfacc thresholds sigma * step (about the opacity of one step), not the raw density.
+        return self.field.density(positions) * self.step_size
+
     def update_step(self, step: int) -> None:
-        """Occupancy-grid update on the instant-ngp schedule (the grid decides when)."""
-        self.grid.update(step, self._density_for_grid)
+        """Coarse-to-fine window, then the occupancy-grid update (the grid decides when)."""
+        if self.coarse_to_fine:
+            start, end = self.coarse_to_fine
+            self.field.set_coarse_to_fine((step - start) / max(end - start, 1),
+                                          self.c2f_min_levels)
+        self.grid.update(step, self._opacity)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the stratified jitter (made on first use on ``device``)."""
+        if self._generator is None or self._generator.device != torch.device(device):
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def rng_state(self) -> torch.Tensor:
+        """State of the jitter generator (for checkpoints; the grid's RNG is stateless)."""
+        return self.generator(self.grid.aabb.device).get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator(self.grid.aabb.device).set_state(state.cpu())
 
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *,
                     background: torch.Tensor | None, train: bool = True) -> dict:
         """See :func:`taichi_nerf.render.render_rays`; gradients reach field, rays_o, rays_d."""
+        jitter = train and self.stratified
         return render_rays(self.field, self.grid, rays_o, rays_d, near=self.near, far=self.far,
                            step_size=self.step_size, background=background,
                            max_samples_per_ray=self.max_samples_per_ray,
-                           density_fn=self._density_for_grid if self.prune else None)
+                           density_fn=self._density if self.prune else None,
+                           stratified=jitter,
+                           generator=self.generator(rays_o.device) if jitter else None)
 
     def extra_repr(self) -> str:
         return f"near={self.near}, far={self.far}, step_size={self.step_size:.4g}"

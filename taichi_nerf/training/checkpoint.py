@@ -10,7 +10,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 - ``field_optimizer``, ``field_scheduler``, ``pose_optimizer``, ``pose_scheduler`` (None when
   poses are fixed)
 - ``rng``: ``torch`` (CPU generator state), ``cuda`` (list or None), ``sampler`` (PixelSampler
-  state), ``grid`` (occupancy-grid generator state or None)
+  state), ``renderer`` (the marching jitter generator, or None; the occupancy grid's update
+  RNG is seeded from its step, so it needs no state)
 - ``num_rays`` (the adapted ray count), ``pose_errors``, ``val_metrics``, ``best_val_psnr``,
   ``history``, ``elapsed_s``
 
@@ -136,23 +137,23 @@ def resolve_resume_path(resume: str, output_dir: str | os.PathLike,
     return path
 
 
-def rng_state(sampler=None, grid_generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every random state the training loop draws from, as tensors (weights_only-safe)."""
+def rng_state(sampler=None, renderer=None) -> dict[str, Any]:
+    """Every random state the training loop draws from, as tensors (weights_only-safe): torch's
+    global generators, the pixel sampler's, and the renderer's own (``rng_state()``, if any)."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "sampler": sampler.state_dict() if sampler is not None else None,
-        "grid": grid_generator.get_state() if grid_generator is not None else None,
+        "renderer": renderer.rng_state() if hasattr(renderer, "rng_state") else None,
     }
 
 
-def set_rng_state(state: dict[str, Any], sampler=None,
-                  grid_generator: torch.Generator | None = None) -> None:
+def set_rng_state(state: dict[str, Any], sampler=None, renderer=None) -> None:
     """Inverse of :func:`rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if sampler is not None and state.get("sampler") is not None:
         sampler.load_state_dict(state["sampler"])
-    if grid_generator is not None and state.get("grid") is not None:
-        grid_generator.set_state(state["grid"].cpu())
+    if hasattr(renderer, "set_rng_state") and state.get("renderer") is not None:
+        renderer.set_rng_state(state["renderer"])

@@ -40,12 +40,20 @@ class NGPConfig:
     """Occupancy-grid cells per axis over the scene box (preset: 128; 64 on the CPU)."""
     marching_steps: int | None = None
     """Step size = sqrt(3) * (longest box side) / marching_steps, as instant-ngp's
-    SQRT3 / NERF_STEPS (1024) in unit-cube coordinates (preset: 1024 on CUDA, 512 on the CPU)."""
+    SQRT3 / NERF_STEPS (1024) in unit-cube coordinates. Default: 2 x the image width, clamped to
+    [128, 1024] (1024 for 512 px and up, as instant-ngp; 256 for the 128 px demo), so a step is
+    about half a pixel footprint at the scene centre and small images march cheaply."""
+    coarse_to_fine: tuple[int, int] | None = None
+    """(start, end) steps over which the hash levels fade in, coarse to fine (BARF's window), so
+    early pose gradients are smooth (preset); ``--ngp.coarse-to-fine 0 0`` switches it off."""
+    c2f_min_levels: int = 2
+    """Hash levels active before the coarse-to-fine window opens."""
     max_samples_per_ray: int = 1024
     """Cap on samples per ray when marching."""
     target_samples: int | None = None
     """Samples per training step: the ray count adapts each step from the last step's
-    samples per ray, as nerfacc does. 0 keeps ``--batch-size`` rays fixed."""
+    samples per ray, as nerfacc does (a sample pruned as occluded counts 1/4: it cost only a
+    no-grad density pass). 0 keeps ``--batch-size`` rays fixed."""
     max_batch_rays: int = 65536
     """Upper bound on the adapted ray count."""
     eval_chunk: int = 16384
@@ -161,23 +169,20 @@ class TrainConfig:
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=2e-3, pose_lr_final=2e-4, pose_opt_delay=100,
+        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,
         batch_size=4096, num_iters=5000, val_every=1000,
-        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, marching_steps=1024,
-                 grid_resolution=128, target_samples=1 << 18),
+        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128, target_samples=1 << 18),
     ),
     "ngp_cpu": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=2e-3, pose_lr_final=2e-4, pose_opt_delay=100,
-        batch_size=1024, num_iters=1500, val_every=500,
-        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, marching_steps=512,
-                 grid_resolution=64, target_samples=1 << 13),
+        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,
+        batch_size=1024, num_iters=2000, val_every=500,
+        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64, target_samples=1 << 15),
     ),
     # The seed's values.
     "vanilla": dict(
         lr=5e-4, lr_final=5e-5, pose_lr=1e-4, pose_lr_final=1e-6, pose_opt_delay=1000,
         batch_size=1024, num_iters=50000, val_every=2500,
-        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, marching_steps=1024,
-                 grid_resolution=128, target_samples=0),
+        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128, target_samples=0),
     ),
 }
 
@@ -246,6 +251,11 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None) -> T
     if cfg.stop_after is not None and cfg.stop_after < 1:
         raise ConfigError(f"--stop-after must be >= 1, got {cfg.stop_after}")
     return cfg
+
+
+def auto_marching_steps(image_width: int) -> int:
+    """Default ``marching_steps``: ``clamp(2 * width, 128, 1024)``."""
+    return int(min(1024, max(128, 2 * image_width)))
 
 
 def learns_poses(cfg: TrainConfig) -> bool:

@@ -67,17 +67,22 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, window: int = 11, sigma: f
     return float((numer / denom).mean())
 
 
-def make_renderer(cfg: TrainConfig, scene_aabb: torch.Tensor, near: float, far: float):
-    """The renderer a (resolved) config describes."""
+def make_renderer(cfg: TrainConfig, scene_aabb: torch.Tensor, near: float, far: float,
+                  image_width: int):
+    """The renderer a (resolved) config describes (``image_width`` sets the default step)."""
     from taichi_nerf.models import build_renderer
+    from taichi_nerf.training.config import auto_marching_steps
 
     if cfg.model == "ngp":
         n = cfg.ngp
+        steps = n.marching_steps or auto_marching_steps(image_width)
         kwargs: dict[str, Any] = dict(
             n_levels=n.n_levels, n_features=n.n_features, log2_table_size=n.log2_table_size,
             base_resolution=n.base_resolution, finest_resolution=n.finest_resolution,
             hidden_dim=n.hidden_dim, grid_resolution=n.grid_resolution,
-            marching_steps=n.marching_steps, max_samples_per_ray=n.max_samples_per_ray)
+            marching_steps=steps, max_samples_per_ray=n.max_samples_per_ray,
+            coarse_to_fine=tuple(n.coarse_to_fine) if n.coarse_to_fine and
+            n.coarse_to_fine[1] > 0 else None, c2f_min_levels=n.c2f_min_levels, seed=cfg.seed)
     else:
         kwargs = {}
     return build_renderer(cfg.model, scene_aabb, near, far, **kwargs)
@@ -229,7 +234,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
     test_set = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
                           splits=("test",), downscale=cfg.downscale,
                           background=cfg.background)["test"]
-    renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far)
+    renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far,
+                             test_set.width)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev)
     poses = CameraPoseParameters(state["initial_poses"])
