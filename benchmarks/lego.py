@@ -187,9 +187,9 @@ def _inject_vanilla_size(sizes: dict[str, Any]):
         return None
     original = trainer.make_renderer
 
-    def make_renderer(cfg, scene_aabb, near, far):
+    def make_renderer(cfg, scene_aabb, near, far, *args, **kwargs):
         if cfg.model != "vanilla":
-            return original(cfg, scene_aabb, near, far)
+            return original(cfg, scene_aabb, near, far, *args, **kwargs)
         from taichi_nerf.models import build_renderer
 
         return build_renderer("vanilla", scene_aabb, near, far, **sizes)
@@ -203,7 +203,7 @@ def iters_for_budget(cfg, budget_s: float, probe_steps: int, scratch: Path) -> t
     from taichi_nerf.training import train_with_pose_optimization
 
     probe = dataclasses.replace(cfg, num_iters=10**7, stop_after=probe_steps, val_every=10**7,
-                                output_dir=str(scratch), experiment_name=f"probe_{cfg.model}",
+                                output_dir=str(scratch), experiment_name=f"probe_{cfg.experiment_name}",
                                 progress=False, log_every=10**6)
     result = train_with_pose_optimization(probe)
     its = float(result["iters_per_sec"])
@@ -302,7 +302,7 @@ def measure_pose_overhead(cfg, device: torch.device, steps: int) -> dict[str, An
     train = load_scene(cfg.scene, cfg.data_dir, splits=("train",), downscale=cfg.downscale,
                        background=cfg.background)["train"]
     torch.manual_seed(cfg.seed)
-    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far).to(device)
+    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far, train.width).to(device)
     noisy = perturb_poses(train.poses, rotation_noise_deg=2.0, translation_noise_pct=1.0, seed=0)
     poses = CameraPoseParameters(noisy).to(device)
     sampler = PixelSampler(train.images, seed=cfg.seed, device=device)
@@ -446,6 +446,8 @@ def markdown(results: dict[str, Any]) -> str:
                   f" row {sp['vanilla_row']}): vanilla {_f(sp['vanilla_time_s'], '.1f')} s,"
                   f" ngp row {sp['ngp_row']} {ngp_t} s"
                   + (f" — speed-up {sp['speedup']:.3g}x." if sp["speedup"] else ".")]
+    for failed in results.get("failed_rows", []):
+        lines += ["", f"Row {failed['id']} ({failed['name']}) failed: {failed['error']}"]
     if results.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in results["plots"]) + "."]
     return "\n".join(lines) + "\n"
@@ -542,7 +544,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if undo is not None:
         results["vanilla_size_injected_by_benchmark"] = mode.vanilla
-    done: dict[str, dict] = {}
+    json_path = args.json or args.out_dir / f"lego_{mode_name}_{device.type}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     for row in rows:
         cfg, skipped = row_config(row, mode, args, run_root)
         note: dict[str, Any] = {}
@@ -563,10 +566,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 note.update(budget_s=mode.vanilla_budget_s, probe_iters_per_sec=its,
                             budget_from="probe it/s -> num_iters")
         print(f"[lego] row {row[0]}: {row[1]} ...", flush=True)
-        res = run_row(row, cfg, device)
+        try:
+            res = run_row(row, cfg, device)
+        except Exception as exc:  # one broken row must not lose the others' results
+            print(f"[lego] row {row[0]} failed: {type(exc).__name__}: {exc}", flush=True)
+            results.setdefault("failed_rows", []).append(
+                {"id": row[0], "name": row[1], "error": f"{type(exc).__name__}: {exc}"})
+            continue
         res.update(note)
-        done[row[0]] = res
         results["rows"].append(res)
+        json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")  # partial
         print(f"[lego] row {row[0]}: test PSNR {res['test_psnr']:.2f}, rot "
               f"{res['initial_rotation_error_mean_deg']:.3f} -> "
               f"{res['rotation_error_mean_deg']:.3f} deg, {res['train_time_s']:.1f} s train, "
@@ -589,7 +598,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         results["pose_overhead"] = measure_pose_overhead(cfg, device, mode.overhead_steps)
     results["environment"]["load_average_end"] = (list(os.getloadavg())
                                                   if hasattr(os, "getloadavg") else None)
-    json_path = args.json or args.out_dir / f"lego_{mode_name}_{device.type}.json"
     return finish(results, json_path, args)
 
 
@@ -630,6 +638,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     results = dict(parts[0], rows=sorted(rows.values(), key=lambda r: order.index(r["id"])),
                    merged_from=[str(p) for p in args.merge],
                    environments=[p["environment"] for p in parts])
+    failed = {f["id"]: f for part in parts for f in part.get("failed_rows", [])}
+    results["failed_rows"] = [f for rid, f in failed.items() if rid not in rows]
     for part in parts:
         if part.get("pose_overhead"):
             results["pose_overhead"] = part["pose_overhead"]

@@ -34,6 +34,7 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     env = saved["environment"]
     for key in ("device_name", "versions", "git_commit", "load_average_start", "cpu_count"):
         assert key in env
+    assert not saved.get("failed_rows"), saved.get("failed_rows")
     assert [r["id"] for r in saved["rows"]] == ["1", "3", "5", "6b"]
     for row in saved["rows"]:
         for key in ("test_psnr", "test_ssim", "rotation_error_mean_deg",
