@@ -60,9 +60,11 @@ def line_chart(
     xlabel: str,
     ylabel: str,
     log_y: bool = False,
+    colours: list[int] | None = None,
 ) -> Path:
     """Write a PNG line chart of ``series`` = ``[(label, xs, ys), ...]``; points with a None or
-    non-finite y (or y <= 0 on a log axis) are skipped. Returns ``path``."""
+    non-finite y (or y <= 0 on a log axis) are skipped. ``colours``: index into :data:`COLOURS`
+    per series (default: in order), so one row keeps its colour across charts. Returns ``path``."""
     clean = []
     for label, xs, ys in series:
         pts = [(float(x), float(y)) for x, y in zip(xs, ys)
@@ -107,7 +109,7 @@ def line_chart(
     draw.text(((x0 + x1) // 2 - 60, SIZE[1] - 24), xlabel, fill="black", font=font)
     draw.text((8, y0 - 22), ylabel, fill="black", font=small)
     for i, (label, pts) in enumerate(clean):
-        colour = COLOURS[i % len(COLOURS)]
+        colour = COLOURS[(colours[i] if colours else i) % len(COLOURS)]
         px = [to_px(x, y) for x, y in pts]
         if len(px) > 1:
             draw.line(px, fill=colour, width=2)
@@ -115,7 +117,7 @@ def line_chart(
             draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
         ly = y0 + 8 + 20 * i
         draw.line([x1 + 12, ly + 7, x1 + 36, ly + 7], fill=colour, width=3)
-        draw.text((x1 + 42, ly), label[:24], fill="black", font=small)
+        draw.text((x1 + 42, ly), label[:28], fill="black", font=small)
     img.save(path)
     return path
 
@@ -132,9 +134,9 @@ def plot_results(results: dict, out_dir: Path, stem: str) -> list[Path]:
     label = lambda r: f"{r['id']} {r['name']}"
     psnr = [(label(r), [h["wall_time_s"] for h in r["history"]],
              [h.get("val_psnr") for h in r["history"]]) for r in rows]
-    rot = [(label(r), [h["step"] for h in r["history"]],
-            [h.get("rotation_error_mean") for h in r["history"]]) for r in rows
-           if r.get("learn_poses")]
+    posed = [i for i, r in enumerate(rows) if r.get("learn_poses")]
+    rot = [(label(rows[i]), [h["step"] for h in rows[i]["history"]],
+            [h.get("rotation_error_mean") for h in rows[i]["history"]]) for i in posed]
     tag = results.get("mode", "")
     return [
         line_chart(psnr, out_dir / f"{stem}_psnr_vs_time.png",
@@ -142,7 +144,8 @@ def plot_results(results: dict, out_dir: Path, stem: str) -> list[Path]:
                    xlabel="training time [s]", ylabel="val PSNR [dB]"),
         line_chart(rot, out_dir / f"{stem}_rotation_error.png",
                    title=f"Mean rotation error vs step ({tag})",
-                   xlabel="step", ylabel="rotation error [deg] (log)", log_y=True),
+                   xlabel="step", ylabel="rotation error [deg] (log)", log_y=True,
+                   colours=posed),
     ]
 
 
