@@ -381,88 +381,12 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _f(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The markdown section: a header saying what ran where, the table, overhead, speed-ups."""
-    env, s = results["environment"], results["settings"]
-    lines = [
-        f"### lego benchmark — {results['mode']} run on {env['device_name']}",
-        "",
-        f"{results['label']}. Scene `{s['scene']}` at {s['image_size'][0]}x{s['image_size'][1]}"
-        f" (downscale {s['downscale']}), {s['test_views']} test views (the first of the test"
-        f" split, same for every row), val PSNR on {s['num_val_views']} val view(s) every"
-        f" {s['val_every']} steps. Commit `{(env['git_commit'] or '?')[:10]}`"
-        f"{' (dirty tree)' if env['git_dirty'] else ''}, {env['date']}; torch"
-        f" {env['versions']['torch']}, taichi {env['versions']['taichi']}; load average at"
-        f" start {', '.join(f'{x:.1f}' for x in env['load_average_start'] or [])}"
-        f" on {env['cpu_count']} cores.",
-        "",
-        "| row | setup | test PSNR | SSIM | rot err ° start→end | rot ° aligned |"
-        " trans err start→end | trans aligned | BARF t×100 | steps | train s | total s | it/s |"
-        " peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['id']} | {r['name']}{' (TTR)' if r['test_time_refinement'] else ''} "
-            f"| {_f(r['test_psnr'], '.2f')} | {_f(r['test_ssim'], '.3f')} "
-            f"| {_f(r['initial_rotation_error_mean_deg'], '.3f')}→"
-            f"{_f(r['rotation_error_mean_deg'], '.3f')} "
-            f"| {_f(r['aligned_rotation_error_mean_deg'], '.3f')} "
-            f"| {_f(r['initial_translation_error_mean'], '.4f')}→"
-            f"{_f(r['translation_error_mean'], '.4f')} "
-            f"| {_f(r['aligned_translation_error_mean'], '.4f')} "
-            f"| {_f(r['aligned_barf_translation_error_mean_x100'], '.3f')} | {r['steps']} "
-            f"| {_f(r['train_time_s'], '.1f')} | {_f(r['total_time_s'], '.1f')} "
-            f"| {_f(r['iters_per_sec'], '.2f')} | {r['peak_memory_bytes'] / 2**20:.0f} |")
-    lines += ["", "Rotation errors in degrees, translation errors in scene units (raw: same frame"
-              " as the ground truth; aligned: after a Sim(3) fit of the camera centres). Peak"
-              " memory: " + ("CUDA max allocated" if env["device"] == "cuda" else
-                             "process peak RSS, reset before each row") + "."]
-    ov = results.get("pose_overhead")
-    if ov:
-        lines += ["", f"Joint-vs-fixed step time ({ov['model']}, {ov['rays_per_step']} rays,"
-                  f" {ov['steps_each']} interleaved steps each, median): fixed"
-                  f" {ov['fixed_step_ms']:.1f} ms, joint {ov['joint_step_ms']:.1f} ms,"
-                  f" overhead {ov['overhead_pct']:+.1f}% (goal ≤ 5%)."]
-    rows23 = results.get("joint_vs_fixed_rows_2_3")
-    if rows23:
-        lines += ["", f"Rows 2 vs 3 (separate runs; row 3's steps before the pose delay are"
-                  f" fixed-pose steps): {rows23['fixed_iters_per_sec']:.2f} vs"
-                  f" {rows23['joint_iters_per_sec']:.2f} it/s, {rows23['overhead_pct']:+.1f}%."]
-    ms = results.get("mode_settings", {})
-    if any(r["model"] == "vanilla" for r in results["rows"]):
-        size = ", ".join(f"{k} {v}" for k, v in (ms.get("vanilla") or {}).items())
-        budget = (f"a {ms['vanilla_budget_s']:.0f} s training budget" if ms.get("vanilla_budget_s")
-                  else f"{ms.get('vanilla_iters')} steps")
-        lines += ["", "Vanilla rows: " + (f"reduced model ({size}); the paper's is width 256,"
-                                          " depth 8, 64+128 samples" if size else
-                                          "the paper's model (width 256, depth 8, 64+128 samples)")
-                  + f", {budget}, {ms.get('vanilla_batch') or 1024} rays per step."]
-    for sp in results.get("speedups", []):
-        ngp_t = _f(sp["ngp_time_s"], ".1f") if sp["ngp_time_s"] is not None else "not reached"
-        lines += ["", f"Time to vanilla NeRF's final val PSNR ({sp['target_val_psnr']:.2f} dB,"
-                  f" row {sp['vanilla_row']}): vanilla {_f(sp['vanilla_time_s'], '.1f')} s,"
-                  f" ngp row {sp['ngp_row']} {ngp_t} s"
-                  + (f" — speed-up {sp['speedup']:.3g}x." if sp["speedup"] else ".")]
-    for failed in results.get("failed_rows", []):
-        lines += ["", f"Row {failed['id']} ({failed['name']}) failed: {failed['error']}"]
-    if results.get("plots"):
-        lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in results["plots"]) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def _plot(results: dict[str, Any], out_dir: Path, stem: str) -> list[str]:
+def _report_module():
+    """examples/plot_lego.py: the charts and the markdown table of a result file."""
     spec = importlib.util.spec_from_file_location("plot_lego", REPO / "examples" / "plot_lego.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [str(p) for p in module.plot_results(results, out_dir, stem)]
-
-
-# --------------------------------------------------------------------------- main
+    return module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -589,7 +513,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
         test = load_scene(c["scene"], c["data_dir"], splits=("test",),
                           downscale=c["downscale"])["test"]
-        results["settings"] = dict(scene=c["scene"], downscale=c["downscale"],
+        from taichi_nerf.data import data_root
+
+        results["settings"] = dict(scene=c["scene"], data_root=str(data_root(c["data_dir"])),
+                                   downscale=c["downscale"],
                                    image_size=[test.width, test.height],
                                    test_views=first["test_views"],
                                    test_views_available=len(test), val_every=mode.val_every,
@@ -615,12 +542,13 @@ def finish(results: dict[str, Any], json_path: Path, args: argparse.Namespace) -
     results["speedups"] = speedups(done)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if not args.no_plots and results["rows"]:
-        results["plots"] = _plot(results, json_path.parent, json_path.stem)
+        results["plots"] = [str(p) for p in _report_module().plot_results(
+            results, json_path.parent, json_path.stem)]
         results["plots"] = [os.path.relpath(p, REPO) if p.startswith(str(REPO)) else p
                             for p in results["plots"]]
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if "settings" in results:
-        text = markdown(results)
+        text = _report_module().markdown(results)
         print(text)
         if args.markdown:
             args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""Plot a benchmarks/lego.py result file: PSNR vs training time (all rows on one chart) and mean
-rotation error vs step, as PNG.
+"""Report a benchmarks/lego.py result file: PSNR vs training time (all rows on one chart) and mean
+rotation error vs step as PNG, and the markdown table.
 
-    python examples/plot_lego.py benchmarks/results/lego_quick_cpu.json --out-dir benchmarks/results
+    python examples/plot_lego.py benchmarks/results/lego_quick_cpu.json --markdown table.md
 
 Drawn with Pillow (already installed with imageio, a dependency) rather than matplotlib, which is
 not a dependency of this project: line charts with axes, ticks, a legend and an optional log
@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -122,6 +123,80 @@ def line_chart(
     return path
 
 
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The markdown section: a header saying what ran where, the table, overhead, speed-ups."""
+    env, s = results["environment"], results["settings"]
+    lines = [
+        f"### lego benchmark — {results['mode']} run on {env['device_name']}",
+        "",
+        f"{results['label']}. Scene `{s['scene']}` at {s['image_size'][0]}x{s['image_size'][1]}"
+        f" (downscale {s['downscale']}), {s['test_views']} test views (the first of the test"
+        f" split, same for every row), val PSNR on {s['num_val_views']} val view(s) every"
+        f" {s['val_every']} steps. Commit `{(env['git_commit'] or '?')[:10]}`"
+        f"{' (dirty tree)' if env['git_dirty'] else ''}, {env['date']}; torch"
+        f" {env['versions']['torch']}, taichi {env['versions']['taichi']}; load average at"
+        f" start {', '.join(f'{x:.1f}' for x in env['load_average_start'] or [])}"
+        f" on {env['cpu_count']} cores.",
+        "",
+        "| row | setup | test PSNR | SSIM | rot err ° start→end | rot ° aligned |"
+        " trans err start→end | trans aligned | BARF t×100 | steps | train s | total s | it/s |"
+        " peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['id']} | {r['name']}{' (TTR)' if r['test_time_refinement'] else ''} "
+            f"| {_f(r['test_psnr'], '.2f')} | {_f(r['test_ssim'], '.3f')} "
+            f"| {_f(r['initial_rotation_error_mean_deg'], '.3f')}→"
+            f"{_f(r['rotation_error_mean_deg'], '.3f')} "
+            f"| {_f(r['aligned_rotation_error_mean_deg'], '.3f')} "
+            f"| {_f(r['initial_translation_error_mean'], '.4f')}→"
+            f"{_f(r['translation_error_mean'], '.4f')} "
+            f"| {_f(r['aligned_translation_error_mean'], '.4f')} "
+            f"| {_f(r['aligned_barf_translation_error_mean_x100'], '.3f')} | {r['steps']} "
+            f"| {_f(r['train_time_s'], '.1f')} | {_f(r['total_time_s'], '.1f')} "
+            f"| {_f(r['iters_per_sec'], '.2f')} | {r['peak_memory_bytes'] / 2**20:.0f} |")
+    lines += ["", "Rotation errors in degrees, translation errors in scene units (raw: same frame"
+              " as the ground truth; aligned: after a Sim(3) fit of the camera centres). Peak"
+              " memory: " + ("CUDA max allocated" if env["device"] == "cuda" else
+                             "process peak RSS, reset before each row") + "."]
+    ov = results.get("pose_overhead")
+    if ov:
+        lines += ["", f"Joint-vs-fixed step time ({ov['model']}, {ov['rays_per_step']} rays,"
+                  f" {ov['steps_each']} interleaved steps each, median): fixed"
+                  f" {ov['fixed_step_ms']:.1f} ms, joint {ov['joint_step_ms']:.1f} ms,"
+                  f" overhead {ov['overhead_pct']:+.1f}% (goal ≤ 5%)."]
+    rows23 = results.get("joint_vs_fixed_rows_2_3")
+    if rows23:
+        lines += ["", f"Rows 2 vs 3 (separate runs; row 3's steps before the pose delay are"
+                  f" fixed-pose steps): {rows23['fixed_iters_per_sec']:.2f} vs"
+                  f" {rows23['joint_iters_per_sec']:.2f} it/s, {rows23['overhead_pct']:+.1f}%."]
+    ms = results.get("mode_settings", {})
+    if any(r["model"] == "vanilla" for r in results["rows"]):
+        size = ", ".join(f"{k} {v}" for k, v in (ms.get("vanilla") or {}).items())
+        budget = (f"a {ms['vanilla_budget_s']:.0f} s training budget" if ms.get("vanilla_budget_s")
+                  else f"{ms.get('vanilla_iters')} steps")
+        lines += ["", "Vanilla rows: " + (f"reduced model ({size}); the paper's is width 256,"
+                                          " depth 8, 64+128 samples" if size else
+                                          "the paper's model (width 256, depth 8, 64+128 samples)")
+                  + f", {budget}, {ms.get('vanilla_batch') or 1024} rays per step."]
+    for sp in results.get("speedups", []):
+        ngp_t = _f(sp["ngp_time_s"], ".1f") if sp["ngp_time_s"] is not None else "not reached"
+        lines += ["", f"Time to vanilla NeRF's final val PSNR ({sp['target_val_psnr']:.2f} dB,"
+                  f" row {sp['vanilla_row']}): vanilla {_f(sp['vanilla_time_s'], '.1f')} s,"
+                  f" ngp row {sp['ngp_row']} {ngp_t} s"
+                  + (f" — speed-up {sp['speedup']:.3g}x." if sp["speedup"] else ".")]
+    for failed in results.get("failed_rows", []):
+        lines += ["", f"Row {failed['id']} ({failed['name']}) failed: {failed['error']}"]
+    if results.get("plots"):
+        lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in results["plots"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def plot_results(results: dict, out_dir: Path, stem: str) -> list[Path]:
     """PSNR vs training time for every row, mean rotation error vs step for rows with poses.
 
@@ -153,11 +228,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="JSON written by benchmarks/lego.py")
     parser.add_argument("--out-dir", type=Path, default=None, help="default: next to the JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the table here too")
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
     out = plot_results(results, args.out_dir or args.results.parent, args.results.stem)
     for p in out:
         print(p)
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+        print(args.markdown)
 
 
 if __name__ == "__main__":
