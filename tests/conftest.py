@@ -30,6 +30,14 @@ DEVICES = [
 ]
 
 
+def random_rays(n: int, seed: int = 0, target_std: float = 0.3):
+    """``n`` unit rays from a sphere of radius 3 aimed near the origin: ``(rays_o, rays_d)``."""
+    g = torch.Generator().manual_seed(seed)
+    origin = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3.0
+    target = target_std * torch.randn(n, 3, generator=g)
+    return origin, torch.nn.functional.normalize(target - origin, dim=-1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _taichi_backend():
     """One Taichi backend for the whole session: CUDA when present (CPU tensors still work)."""

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import random_rays
 
 from taichi_nerf.models import NGPField, NGPRenderer, build_renderer, trunc_exp
 
@@ -10,11 +11,7 @@ SMALL = dict(n_levels=4, log2_table_size=12, finest_resolution=64, hidden_dim=16
 
 
 def _rays(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # cameras on a sphere of radius 3 looking roughly at the origin
-    origin = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3.0
-    target = 0.3 * torch.randn(n, 3, generator=g)
-    return origin, torch.nn.functional.normalize(target - origin, dim=-1)
+    return random_rays(n, seed, target_std=0.3)
 
 
 def test_trunc_exp_forward_is_exp_and_backward_is_clamped():

@@ -1,6 +1,7 @@
 """render_rays / render_image: occlusion pruning, agreement with dense compositing, chunking."""
 
 import torch
+from conftest import random_rays
 
 from taichi_nerf.render import prune_occluded, render_image, render_rays
 
@@ -16,10 +17,7 @@ def _blob_field(positions, directions):
 
 
 def _rays(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    origin = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3.0
-    target = 0.5 * torch.randn(n, 3, generator=g)
-    return origin, torch.nn.functional.normalize(target - origin, dim=-1)
+    return random_rays(n, seed, target_std=0.5)
 
 
 def _full_grid():
