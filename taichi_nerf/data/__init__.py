@@ -1,4 +1,4 @@
-"""Datasets: scene lookup, Blender and instant-ngp/nerfstudio loaders, pixel sampling.
+"""Datasets: scene lookup, Blender, instant-ngp/nerfstudio and COLMAP loaders, pixel sampling.
 
 >>> from taichi_nerf.data import load_scene, PixelSampler
 >>> scene = load_scene("lego", data_dir="/data", splits=("train", "test"), downscale=2)
@@ -6,7 +6,9 @@
 >>> sampler = PixelSampler(train.images, seed=0, device="cuda")
 
 Every problem with the files on disk raises ``DatasetError`` (a ``ValueError``) whose message
-names the file and what is wrong.
+names the file and what is wrong. ``ImageSet.poses_are_ground_truth`` says whether a split's
+poses are exact (synthetic Blender / demo scenes) or the capture's own estimate (COLMAP,
+``transforms.json``), which training refines but cannot score against.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def load_scene(
     background: Sequence[float] = (1.0, 1.0, 1.0),
     holdout_every: int = DEFAULT_HOLDOUT_EVERY,
 ) -> dict[str, ImageSet]:
-    """Load the splits of a scene found by ``find_scene`` (Blender layout or ``transforms.json``).
+    """Load the splits of a scene found by ``find_scene`` (Blender, ``transforms.json``, COLMAP).
 
     Args:
         scene: scene name under the data root (``lego``, ``demo``, ...) or a path to its folder.
@@ -47,11 +49,13 @@ def load_scene(
         splits: which of ``"train"``, ``"val"``, ``"test"`` to load.
         downscale: integer factor; images are area-averaged and intrinsics scaled by ``1/d``.
         background: RGB in [0, 1] that RGBA images are composited on (white for Blender).
-        holdout_every: for a single ``transforms.json``, every Nth frame is the test (= val)
-            set; Blender scenes come with their own splits.
+        holdout_every: for a single ``transforms.json`` or a COLMAP model, every Nth frame
+            (sorted by file name) is the test (= val) set; Blender scenes come with their own
+            splits.
 
     Returns:
-        ``{split: ImageSet}`` in the order of ``splits``.
+        ``{split: ImageSet}`` in the order of ``splits``; poses are OpenGL camera-to-world
+        ``[N, 3, 4]`` in the scene's own frame.
 
     Raises:
         DatasetError: the scene is missing or its files are malformed.
@@ -68,7 +72,11 @@ def load_scene(
         return load_blender_scene(scene_dir, splits, downscale, background)
     if fmt == "transforms":
         return load_transforms_scene(scene_dir, splits, downscale, background, holdout_every)
+    if fmt == "colmap":
+        from taichi_nerf.data.colmap import load_colmap_scene
+
+        return load_colmap_scene(scene_dir, splits, downscale, background, holdout_every)
     raise DatasetError(
-        f"{scene_dir}: neither transforms_train.json (Blender layout) nor transforms.json "
-        "(instant-ngp / nerfstudio layout) found"
+        f"{scene_dir}: neither transforms_train.json (Blender layout), transforms.json "
+        "(instant-ngp / nerfstudio layout) nor a COLMAP sparse/0 model found"
     )

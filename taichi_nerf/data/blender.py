@@ -38,6 +38,7 @@ __all__ = [
     "load_blender_split",
     "check_frames",
     "check_load_options",
+    "ground_truth_flag",
     "frame_intrinsics",
     "load_frames",
     "parse_bounds",
@@ -69,6 +70,9 @@ class ImageSet:
         file_paths: the image file of each frame.
         near, far: ray distance bounds in scene units.
         scene_aabb: ``float32 [6]`` scene box ``(xmin, ymin, zmin, xmax, ymax, zmax)``.
+        poses_are_ground_truth: True when ``poses`` are exact (synthetic scenes: Blender, demo),
+            False when they come from the capture itself (COLMAP, ``transforms.json``): then
+            they are only a starting point, and how far training moves them is not an error.
     """
 
     images: torch.Tensor
@@ -80,6 +84,7 @@ class ImageSet:
     near: float
     far: float
     scene_aabb: torch.Tensor
+    poses_are_ground_truth: bool = True
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -357,6 +362,7 @@ def load_frames(
     near: float,
     far: float,
     scene_aabb: torch.Tensor,
+    poses_are_ground_truth: bool = True,
 ) -> ImageSet:
     """Read the frames ``indices`` of a checked frame list into an ``ImageSet``.
 
@@ -405,7 +411,18 @@ def load_frames(
         near=near,
         far=far,
         scene_aabb=scene_aabb.clone(),
+        poses_are_ground_truth=bool(poses_are_ground_truth),
     )
+
+
+def ground_truth_flag(json_path: Path, meta: dict[str, Any], default: bool) -> bool:
+    """The json's optional ``poses_are_ground_truth`` key (true/false), else ``default``."""
+    value = meta.get("poses_are_ground_truth", default)
+    if not isinstance(value, bool):
+        raise DatasetError(
+            f"{json_path}: 'poses_are_ground_truth' must be true or false, got {value!r}"
+        )
+    return value
 
 
 def check_load_options(
@@ -432,8 +449,9 @@ def load_blender_split(
     meta = read_json(json_path)
     frames = check_frames(json_path, meta)
     near, far, aabb = parse_bounds(json_path, meta, BLENDER_NEAR, BLENDER_FAR, BLENDER_AABB)
+    exact = ground_truth_flag(json_path, meta, default=True)
     return load_frames(
-        json_path, meta, frames, range(len(frames)), downscale, background, near, far, aabb
+        json_path, meta, frames, range(len(frames)), downscale, background, near, far, aabb, exact
     )
 
 

@@ -5,6 +5,10 @@ A scene name is looked up under one data root: the ``--data-dir`` flag (``data_d
 ``<root>/nerf_synthetic/<scene>`` are tried, so pointing the root at the folder that holds the
 unzipped ``nerf_synthetic`` works, and so does pointing it at ``nerf_synthetic`` itself. The
 scene ``demo`` is generated on first use under ``<root>/demo``.
+
+Three layouts are recognised (``scene_format``): Blender (``transforms_train.json``),
+instant-ngp / nerfstudio (one ``transforms.json``) and COLMAP (``sparse/0/`` or ``sparse/``
+holding a model, images under ``images/``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = [
     "find_scene",
     "read_json",
     "scene_format",
+    "colmap_model_dir",
 ]
 
 #: Environment variable naming the data root when ``--data-dir`` is not given.
@@ -36,6 +41,10 @@ NERF_EXAMPLE_DATA_URL = (
 
 BLENDER_MARKER = "transforms_train.json"
 TRANSFORMS_MARKER = "transforms.json"
+#: Where a COLMAP model is looked for, in order: the mapper's first model, then the folder
+#: ``colmap image_undistorter`` writes.
+COLMAP_MODEL_DIRS = ("sparse/0", "sparse")
+COLMAP_IMAGES_DIR = "images"
 
 
 class DatasetError(ValueError):
@@ -52,12 +61,27 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path("data")
 
 
+def colmap_model_dir(scene_dir: Path) -> Path | None:
+    """The COLMAP model folder of a capture (``sparse/0`` or ``sparse`` with a ``cameras.bin``
+    or ``cameras.txt``), or None."""
+    for name in COLMAP_MODEL_DIRS:
+        folder = Path(scene_dir) / name
+        if (folder / "cameras.bin").is_file() or (folder / "cameras.txt").is_file():
+            return folder
+    return None
+
+
 def scene_format(scene_dir: Path) -> str | None:
-    """``"blender"`` (``transforms_train.json``), ``"transforms"`` (``transforms.json``) or None."""
+    """``"blender"`` (``transforms_train.json``), ``"transforms"`` (``transforms.json``),
+    ``"colmap"`` (a ``sparse/`` or ``images/`` folder: a COLMAP capture, maybe incomplete, which
+    the COLMAP loader then explains) or None."""
+    scene_dir = Path(scene_dir)
     if (scene_dir / BLENDER_MARKER).is_file():
         return "blender"
     if (scene_dir / TRANSFORMS_MARKER).is_file():
         return "transforms"
+    if (scene_dir / "sparse").is_dir() or (scene_dir / COLMAP_IMAGES_DIR).is_dir():
+        return "colmap"
     return None
 
 
@@ -75,8 +99,9 @@ def find_scene(scene: str, data_dir: str | os.PathLike | None = None) -> Path:
             ``$TAICHI_NERF_DATA`` and then ``./data``.
 
     Returns:
-        The scene folder: it holds ``transforms_train.json`` (Blender layout) or a single
-        ``transforms.json`` (instant-ngp / nerfstudio layout).
+        The scene folder: it holds ``transforms_train.json`` (Blender layout), a single
+        ``transforms.json`` (instant-ngp / nerfstudio layout) or a COLMAP ``sparse/`` model
+        with ``images/``.
 
     Raises:
         DatasetError: the scene is not found; the message lists every folder tried and how to
@@ -98,7 +123,8 @@ def find_scene(scene: str, data_dir: str | os.PathLike | None = None) -> Path:
             return candidate
         if candidate.is_dir():
             tried.append(
-                f"{candidate} (exists, but has no {BLENDER_MARKER} or {TRANSFORMS_MARKER})"
+                f"{candidate} (exists, but has no {BLENDER_MARKER}, {TRANSFORMS_MARKER} or "
+                "COLMAP sparse/0)"
             )
         else:
             tried.append(f"{candidate} (no such folder)")

@@ -16,6 +16,10 @@ This is what COLMAP conversions (instant-ngp's ``colmap2nerf.py``, nerfstudio's
   same convention as the Blender scenes, so it is used as is (no re-centring or rescaling: the
   poses stay in the capture's frame, which keeps pose-error numbers in its units).
 
+Ground truth. The poses of a capture are its own estimate, not ground truth, so the
+``ImageSet``s say ``poses_are_ground_truth=False``; a json of a synthetic scene can say
+``"poses_are_ground_truth": true``.
+
 Splits. Frames are sorted by ``file_path`` (as nerfstudio does, so the split does not depend on
 the order the json lists them in). Every ``holdout_every``-th frame, starting with the first
 (indices 0, 8, 16, ... for the default 8, the LLFF / mip-NeRF 360 convention), is held out as
@@ -48,6 +52,7 @@ from taichi_nerf.data.blender import (
     ImageSet,
     check_frames,
     check_load_options,
+    ground_truth_flag,
     load_frames,
     parse_bounds,
     parse_pose,
@@ -214,9 +219,11 @@ def load_transforms_scene(
             ) from None
         near, far, aabb = parse_bounds(json_path, meta, default_near, default_far, default_aabb)
 
+    exact = ground_truth_flag(json_path, meta, default=False)
     return {
         split: load_frames(
-            json_path, meta, frames, split_indices[split], downscale, background, near, far, aabb
+            json_path, meta, frames, split_indices[split], downscale, background, near, far,
+            aabb, exact,
         )
         for split in splits
     }
