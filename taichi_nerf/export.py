@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])
-_FINAL_KEYS = ("optimized_poses", "ground_truth_poses")
+_FINAL_KEYS = ("optimized_poses",)
 
 
 class ExportError(ValueError):
@@ -160,6 +160,14 @@ def _check_same_train_set(final: dict[str, Any], train, final_path: Path, scene:
         )
 
 
+def _optimised(config: dict[str, Any], moved: bool) -> bool:
+    """Whether the run optimised its training poses (from its config; else: did they move)."""
+    if "fixed_poses" not in config:
+        return moved
+    learns = config.get("learn_rotation", True) or config.get("learn_translation", True)
+    return bool(learns and not config["fixed_poses"])
+
+
 def load_run_poses(run_dir: str | os.PathLike, data_dir: str | None = None) -> RunPoses:
     """All cameras of a finished run: refined train poses, held-out poses moved by the Sim(3)
     fitted on the train cameras, intrinsics at the original resolution.
@@ -184,9 +192,12 @@ def load_run_poses(run_dir: str | os.PathLike, data_dir: str | None = None) -> R
     train = scenes["train"]
     _check_same_train_set(final, train, run_dir / "final_poses.pt", config["scene"])
     refined = final["optimized_poses"].detach().double().cpu()[:, :3, :4]
-    source = final["ground_truth_poses"].detach().double().cpu()[:, :3, :4]
+    # The frame the held-out poses are in: the scene's training poses (a capture's run may
+    # store no ground truth; then the scene itself gives them).
+    source = final.get("ground_truth_poses")
+    source = (train.poses if source is None else source).detach().double().cpu()[:, :3, :4]
     moved = not torch.equal(refined, source)
-    frames = _frames_of(train, refined, "train", moved, downscale)
+    frames = _frames_of(train, refined, "train", _optimised(config, moved), downscale)
     scale, rotation, translation = align_sim3(source[:, :, 3], refined[:, :, 3])
     by_image = {f.image: f for f in frames}
     for split in ("val", "test"):

@@ -81,6 +81,16 @@ def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     return Path(checkpoint)
 
 
+def _load_split(cfg, split: str, data_dir: str | None):
+    """One split of the run's scene, as the run loaded it (downscale, background, holdout)."""
+    from taichi_nerf.data import load_scene
+    from taichi_nerf.data.transforms import DEFAULT_HOLDOUT_EVERY
+
+    return load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
+                      splits=(split,), downscale=cfg.downscale, background=cfg.background,
+                      holdout_every=getattr(cfg, "holdout_every", DEFAULT_HOLDOUT_EVERY))[split]
+
+
 def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
                     device: str = "auto", data_dir: str | None = None) -> RenderRun:
     """Load a run's renderer and refined poses (as ``training.eval.evaluate_run`` does).
@@ -89,7 +99,6 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
         CheckpointError / DatasetError (``ValueError``): one line naming the file and the fix.
     """
     import taichi_nerf
-    from taichi_nerf.data import load_scene
     from taichi_nerf.poses import CameraPoseParameters
     from taichi_nerf.training.checkpoint import CheckpointError, load_checkpoint
     from taichi_nerf.training.config import config_from_dict, resolve_device
@@ -102,16 +111,20 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
     taichi_nerf.init(dev.type)
     state = load_checkpoint(_checkpoint_path(run_dir, checkpoint))
     cfg = config_from_dict(state["config"])
-    train = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
-                       splits=("train",), downscale=cfg.downscale,
-                       background=cfg.background)["train"]
+    train = _load_split(cfg, "train", data_dir)
+    if len(train) != state["initial_poses"].shape[0]:
+        raise CheckpointError(
+            f"{_checkpoint_path(run_dir, checkpoint)}: its {state['initial_poses'].shape[0]} "
+            f"training poses do not match the {len(train)} training images scene "
+            f"{cfg.scene!r} has now; pass the --data-dir the run used")
     renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far, train.width)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev).eval()
     poses = CameraPoseParameters(state["initial_poses"])
     poses.load_state_dict(state["poses"])
     return RenderRun(renderer=renderer, train_poses=poses.get_poses().cpu(),
-                     input_poses=torch.as_tensor(state["ground_truth_poses"]).cpu(),
+                     input_poses=(train.poses if state.get("ground_truth_poses") is None
+                                  else torch.as_tensor(state["ground_truth_poses"]).cpu()),
                      intrinsics=train.intrinsics.clone(), width=train.width, height=train.height,
                      near=float(train.near), far=float(train.far), config=cfg, background=torch.tensor(cfg.background, dtype=torch.float32,
                                                          device=dev),
@@ -120,14 +133,10 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
 
 def _test_cameras(run: RenderRun, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Test c2w poses moved into the learned frame, and their intrinsics."""
-    from taichi_nerf.data import load_scene
     from taichi_nerf.poses import apply_sim3_to_poses
     from taichi_nerf.training.eval import fit_test_alignment
 
-    cfg = run.config
-    test = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
-                      splits=("test",), downscale=cfg.downscale,
-                      background=cfg.background)["test"]
+    test = _load_split(run.config, "test", data_dir)
     poses = test.poses.double()
     alignment = fit_test_alignment(run.train_poses.double(), run.input_poses.double())
     if alignment is not None:

@@ -155,3 +155,19 @@ def test_bad_run_folder_is_one_error_line(tmp_path, capsys, case):
     expected = {"no_folder": "not a folder", "no_final_poses": "final_poses.pt: not found",
                 "not_a_run": "not a taichi-nerf final_poses.pt"}[case]
     assert expected in err
+
+
+def test_fixed_pose_run_exports_input_poses_unrefined(tmp_path, demo_dir):
+    scene = str(demo_dir)
+    run = _fake_run(tmp_path / "run", scene)
+    final = torch.load(tmp_path / "run" / "final_poses.pt", weights_only=True)
+    final.update(optimized_poses=run["gt"], ground_truth_poses=None)  # a capture's fixed run
+    torch.save(final, tmp_path / "run" / "final_poses.pt")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["fixed_poses"] = True
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    poses = load_run_poses(tmp_path / "run")
+    assert not any(f.refined for f in poses.frames)
+    test = load_scene(scene, splits=("test",), downscale=DOWNSCALE)["test"]
+    held = [f for f in poses.frames if "test" in f.splits]
+    np.testing.assert_array_equal(np.stack([f.c2w for f in held]), test.poses.double().numpy())
