@@ -149,6 +149,11 @@ def _plot_cameras(Figure, sets: dict[str, np.ndarray], path: Path, title: str) -
     lo, hi = centres.min(0), centres.max(0)
     span = float(max((hi - lo).max(), 1e-6))
     size = 0.08 * span
+    first = next(iter(sets.values()))[:, :, 3]
+    if first.shape[0] > 1:  # many cameras: frustums no bigger than their spacing
+        gaps = np.linalg.norm(first[:, None] - first[None], axis=-1) + np.eye(first.shape[0]) * 1e9
+        size = min(size, 0.6 * float(np.median(gaps.min(1))))
+    size = max(size, 1e-3 * span)
     fig = Figure(figsize=(6, 6), dpi=100)
     ax = fig.add_subplot(projection="3d")
     for label, poses in sets.items():
