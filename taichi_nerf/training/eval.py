@@ -30,14 +30,18 @@ from taichi_nerf.training.config import (
 from taichi_nerf.training.logging import save_png
 from taichi_nerf.training.rundir import device_name
 
-__all__ = ["psnr", "ssim", "fit_test_alignment", "aligned_poses", "render_views",
+__all__ = ["mse_to_psnr", "psnr", "ssim", "fit_test_alignment", "aligned_poses", "render_views",
            "refine_test_pose", "evaluate_test_split", "evaluate_run"]
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (inf for 0)."""
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1] (any shape)."""
-    mse = F.mse_loss(pred.double(), target.double()).item()
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+    return mse_to_psnr(F.mse_loss(pred.double(), target.double()).item())
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, *, window: int = 11, sigma: float = 1.5,

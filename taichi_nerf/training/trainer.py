@@ -32,7 +32,7 @@ from taichi_nerf.training.config import (
     resolve_config,
     resolve_device,
 )
-from taichi_nerf.training.eval import aligned_poses, psnr, render_views
+from taichi_nerf.training.eval import aligned_poses, mse_to_psnr, psnr, render_views
 from taichi_nerf.training.logging import RunLogger, save_png
 from taichi_nerf.training.pose_opt import PoseOptimizer, build_pose_parameters
 from taichi_nerf.training.rundir import (
@@ -233,7 +233,7 @@ class Trainer:
         errors = self.pose_errors(learned, align=validate_now or final)
         mse, loss = result["mse"].item(), result["loss"].item()
         entry = {"step": self.step_count, "wall_time_s": self.elapsed,
-                 "train_psnr": -10.0 * math.log10(max(mse, 1e-12)), "val_psnr": None,
+                 "train_psnr": mse_to_psnr(max(mse, 1e-12)), "val_psnr": None,
                  "loss": loss, "num_rays": result["num_rays"],
                  "num_samples": result["num_samples"],
                  "rotation_error_mean": errors["rotation_error_mean"],
