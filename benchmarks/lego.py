@@ -99,20 +99,19 @@ MODES = {
 # --------------------------------------------------------------------------- config plumbing
 
 
-def _replace(obj: Any, overrides: dict[str, Any]) -> tuple[Any, list[str]]:
-    """``dataclasses.replace`` with nested dicts for sub-dataclasses; returns the new object and
-    the override keys the dataclass does not have (skipped)."""
-    fields, skipped = {f.name for f in dataclasses.fields(obj)}, []
+def _replace(obj: Any, overrides: dict[str, Any]) -> Any:
+    """``dataclasses.replace`` with nested dicts for sub-dataclasses (``TrainConfig`` has every
+    setting a row needs; an unknown key is a bug in the row table)."""
+    fields = {f.name for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in overrides.items():
         if key not in fields:
-            skipped.append(key)
-        elif isinstance(value, dict) and dataclasses.is_dataclass(getattr(obj, key)):
-            changes[key], sub_skipped = _replace(getattr(obj, key), value)
-            skipped += [f"{key}.{s}" for s in sub_skipped]
+            raise KeyError(f"{type(obj).__name__} has no field {key!r}")
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(obj, key)):
+            changes[key] = _replace(getattr(obj, key), value)
         else:
             changes[key] = value
-    return dataclasses.replace(obj, **changes), skipped
+    return dataclasses.replace(obj, **changes)
 
 
 def _merge(*dicts: dict[str, Any]) -> dict[str, Any]:
@@ -175,27 +174,6 @@ def _peak_bytes(device: torch.device) -> tuple[int, str]:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_process_maxrss"
-
-
-def _inject_vanilla_size(sizes: dict[str, Any]):
-    """Until TrainConfig carries vanilla model sizes, pass the mode's sizes to VanillaNeRF by
-    wrapping the trainer's renderer factory (this process only; the JSON says so). Returns a
-    function that undoes it, or None when nothing was wrapped."""
-    from taichi_nerf.training import TrainConfig, trainer
-
-    if not sizes or "vanilla" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        return None
-    original = trainer.make_renderer
-
-    def make_renderer(cfg, scene_aabb, near, far, *args, **kwargs):
-        if cfg.model != "vanilla":
-            return original(cfg, scene_aabb, near, far, *args, **kwargs)
-        from taichi_nerf.models import build_renderer
-
-        return build_renderer("vanilla", scene_aabb, near, far, **sizes)
-
-    trainer.make_renderer = make_renderer
-    return lambda: setattr(trainer, "make_renderer", original)
 
 
 def iters_for_budget(cfg, budget_s: float, probe_steps: int, scratch: Path) -> tuple[int, float]:
@@ -289,59 +267,33 @@ def speedups(rows: dict[str, dict]) -> list[dict[str, Any]]:
     return out
 
 
-def measure_pose_overhead(cfg, device: torch.device, steps: int) -> dict[str, Any]:
-    """Step time of joint vs fixed poses on one renderer, steps interleaved (fixed, joint, ...),
-    after warm-up; both use the same fixed ray count and the trainer's step recipe."""
-    import torch.nn.functional as F
+def measure_pose_overhead(cfg, device: torch.device, steps: int, scratch: Path
+                          ) -> dict[str, Any]:
+    """Step time of joint vs fixed poses on one trainer, steps interleaved (fixed, joint, ...),
+    after warm-up, with a fixed ray count: ``Trainer.step`` itself, the poses switched on and
+    off by their delay."""
+    from taichi_nerf.training.trainer import Trainer
 
-    from taichi_nerf.data import PixelSampler, load_scene
-    from taichi_nerf.poses import CameraPoseParameters, perturb_poses
-    from taichi_nerf.rays import pixels_to_rays
-    from taichi_nerf.training import resolve_config
-    from taichi_nerf.training.eval import make_renderer
-
-    cfg = resolve_config(cfg, device)
-    train = load_scene(cfg.scene, cfg.data_dir, splits=("train",), downscale=cfg.downscale,
-                       background=cfg.background)["train"]
-    torch.manual_seed(cfg.seed)
-    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far, train.width).to(device)
-    noisy = perturb_poses(train.poses, rotation_noise_deg=2.0, translation_noise_pct=1.0, seed=0)
-    poses = CameraPoseParameters(noisy).to(device)
-    sampler = PixelSampler(train.images, seed=cfg.seed, device=device)
-    intrinsics = train.intrinsics.to(device)
-    background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
-    field_opt = torch.optim.Adam(renderer.parameters(), lr=cfg.lr)
-    pose_opt = torch.optim.Adam(poses.parameters(), lr=cfg.pose_lr)
+    cfg = dataclasses.replace(cfg, output_dir=str(scratch), experiment_name=None,
+                              progress=False, init_mode="noisy", rotation_noise=2.0,
+                              translation_noise_pct=1.0, fixed_poses=False,
+                              ngp=dataclasses.replace(cfg.ngp, target_samples=0))
+    trainer = Trainer(cfg)
     times: dict[bool, list[float]] = {False: [], True: []}
     warmup = max(4, steps // 4)
     for i in range(warmup + 2 * steps):
         joint = i % 2 == 1
+        trainer.pose_opt.delay = 0 if joint else 10**9
         _sync(device)
         tic = time.perf_counter()
-        renderer.update_step(i)
-        cam, pix, target = sampler.sample(cfg.batch_size)
-        with torch.set_grad_enabled(joint):
-            current = poses()
-        rays_o, rays_d = pixels_to_rays(pix, cam, current, intrinsics)
-        out = renderer.render_rays(rays_o, rays_d, background=background, train=True)
-        loss = F.mse_loss(out["rgb"], target)
-        if "rgb_coarse" in out:
-            loss = loss + F.mse_loss(out["rgb_coarse"], target)
-        field_opt.zero_grad(set_to_none=True)
-        pose_opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(renderer.parameters(), cfg.field_grad_clip)
-        field_opt.step()
-        if joint:
-            torch.nn.utils.clip_grad_norm_(poses.parameters(), cfg.pose_grad_clip)
-            pose_opt.step()
+        trainer.step()
         _sync(device)
         if i >= warmup:
             times[joint].append(time.perf_counter() - tic)
+    trainer.logger.close()
     fixed, joint = statistics.median(times[False]), statistics.median(times[True])
-    return {"model": cfg.model, "rays_per_step": cfg.batch_size, "steps_each": steps,
-            "fixed_step_ms": 1e3 * fixed, "joint_step_ms": 1e3 * joint,
+    return {"model": trainer.cfg.model, "rays_per_step": trainer.cfg.batch_size,
+            "steps_each": steps, "fixed_step_ms": 1e3 * fixed, "joint_step_ms": 1e3 * joint,
             "overhead_pct": 100.0 * (joint / fixed - 1.0)}
 
 
@@ -354,7 +306,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     import taichi
 
     import taichi_nerf
-    from taichi_nerf.training.eval import device_name
+    from taichi_nerf.training.rundir import device_name
 
     def git(*cmd: str) -> str | None:
         try:
@@ -421,9 +373,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-_UNDO: list = []  # undo functions of process-wide changes made by _run
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the suite (see the module docstring); returns the results dict it wrote."""
     args = parse_args(argv)
@@ -432,8 +381,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return merge(args) if args.merge else _run(args)
     finally:  # leave the process as found (the test calls main in-process)
         torch.set_num_threads(threads_before)
-        if _UNDO:
-            _UNDO.pop()()
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -449,9 +396,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if threads:  # measured on the shared 2-core box: ngp 2.8 it/s with 1 thread, 0.7 with 2
         torch.set_num_threads(threads)
     taichi_nerf.init(device.type)
-    undo = _inject_vanilla_size(mode.vanilla)
-    if undo is not None:
-        _UNDO.append(undo)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = set(wanted) - {r[0] for r in ROWS}
     if unknown:
@@ -468,20 +412,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                   if mode_name == "tiny" else "full run"),
         "environment": env, "rows": [], "mode_settings": dataclasses.asdict(mode),
     }
-    if undo is not None:
-        results["vanilla_size_injected_by_benchmark"] = mode.vanilla
     json_path = args.json or args.out_dir / f"lego_{mode_name}_{device.type}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     for row in rows:
-        cfg, skipped = row_config(row, mode, args, run_root)
+        cfg = row_config(row, mode, args, run_root)
         note: dict[str, Any] = {}
-        if skipped:
-            note["config_keys_not_in_trainconfig"] = skipped
         if row[4]:  # the vanilla rows: a wall-clock budget, or a fixed step count (tiny)
             if mode.vanilla_budget_s is None:
                 cfg = dataclasses.replace(cfg, num_iters=mode.vanilla_iters)
-            elif "max_time_s" in {f.name for f in dataclasses.fields(cfg)}:
-                cfg = dataclasses.replace(cfg, num_iters=10**7, max_time_s=mode.vanilla_budget_s)
             else:
                 probe_steps = 20 if mode_name == "full" else 12
                 iters, its = iters_for_budget(cfg, mode.vanilla_budget_s, probe_steps,
@@ -522,9 +460,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                                    test_views_available=len(test), val_every=mode.val_every,
                                    num_val_views=mode.num_val_views)
     if not args.no_overhead:
-        cfg, _ = row_config(ROWS[2], mode, args, run_root)
+        cfg = row_config(ROWS[2], mode, args, run_root)
         print("[lego] joint-vs-fixed step-time overhead ...", flush=True)
-        results["pose_overhead"] = measure_pose_overhead(cfg, device, mode.overhead_steps)
+        results["pose_overhead"] = measure_pose_overhead(cfg, device, mode.overhead_steps,
+                                                         run_root / "overhead")
     results["environment"]["load_average_end"] = (list(os.getloadavg())
                                                   if hasattr(os, "getloadavg") else None)
     return finish(results, json_path, args)

@@ -1,4 +1,6 @@
-"""Camera-pose geometry: SO(3)/SE(3) maps, learnable pose deltas, pose noise and pose errors.
+"""Camera-pose geometry: SO(3)/SE(3) maps, learnable pose deltas and pose noise.
+
+Pose errors and the Sim(3) alignment live in :mod:`taichi_nerf.pose_metrics` (re-exported here).
 
 Conventions (DESIGN.md):
 
@@ -244,11 +246,19 @@ class CameraPoseParameters(nn.Module):
     bit-identical. Either way its ``state_dict`` key is the same, so checkpoints load across the
     switches and into any module built with the same ``N``.
 
+    With a ``preconditioner`` ``P [N, 6, 6]`` (CamP, :mod:`taichi_nerf.pose_precond`) the
+    Parameter is instead a latent ``latent [N, 6]`` (zero at start) and
+    ``(omega_i, delta_t_i) = P_i z_i``: the same poses, but an optimiser steps in a space where
+    rotation and translation are equally well conditioned. ``rotation_delta`` and
+    ``translation_delta`` still read the deltas (derived then).
+
     Args:
         initial_poses: ``[N, 3, 4]`` or ``[N, 4, 4]`` c2w poses (kept as buffer
             ``initial_poses [N, 3, 4]``, same dtype/device; the deltas share them).
         learn_rotation: make ``rotation_delta [N, 3]`` a Parameter.
         learn_translation: make ``translation_delta [N, 3]`` a Parameter.
+        preconditioner: optional ``[N, 6, 6]`` (buffer ``preconditioner``; zeroed on the parts
+            not learned).
 
     Example::
 
@@ -258,14 +268,13 @@ class CameraPoseParameters(nn.Module):
     """
 
     initial_poses: torch.Tensor
-    rotation_delta: torch.Tensor
-    translation_delta: torch.Tensor
 
     def __init__(
         self,
         initial_poses: torch.Tensor,
         learn_rotation: bool = True,
         learn_translation: bool = True,
+        preconditioner: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         poses = _as_3x4(initial_poses, "initial_poses").detach().clone().contiguous()
@@ -273,6 +282,9 @@ class CameraPoseParameters(nn.Module):
         self.learn_translation = bool(learn_translation)
         self.register_buffer("initial_poses", poses)
         n = poses.shape[0]
+        if preconditioner is not None:
+            self._init_latent(preconditioner.to(poses))
+            return
         for name, learn in (
             ("rotation_delta", learn_rotation),
             ("translation_delta", learn_translation),
@@ -283,6 +295,51 @@ class CameraPoseParameters(nn.Module):
             else:
                 self.register_buffer(name, zeros)
 
+    def _init_latent(self, preconditioner: torch.Tensor) -> None:
+        n = self.initial_poses.shape[0]
+        if tuple(preconditioner.shape) != (n, 6, 6):
+            raise ValueError(f"preconditioner must be [N, 6, 6] = [{n}, 6, 6], "
+                             f"got {list(preconditioner.shape)}")
+        mask = torch.tensor([self.learn_rotation] * 3 + [self.learn_translation] * 3)
+        mask = mask.to(preconditioner)
+        # Rows of parts that are not learned are zero, so their deltas are exactly zero.
+        self.register_buffer("preconditioner", preconditioner * mask[:, None] * mask[None, :])
+        latent = torch.zeros(n, 6, dtype=preconditioner.dtype, device=preconditioner.device)
+        if self.learn_rotation or self.learn_translation:
+            self.register_parameter("latent", nn.Parameter(latent))
+        else:
+            self.register_buffer("latent", latent)
+
+    @property
+    def preconditioned(self) -> bool:
+        """Whether the deltas are ``P z`` of a latent ``z`` (CamP) rather than parameters."""
+        return "preconditioner" in self._buffers
+
+    def deltas(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(omega [n, 3], delta_t [n, 3])`` of cameras ``indices`` (all if None)."""
+        if not self.preconditioned:
+            omega = self.get_buffer_or_param("rotation_delta")
+            delta_t = self.get_buffer_or_param("translation_delta")
+            if indices is not None:
+                omega, delta_t = omega[indices], delta_t[indices]
+            return omega, delta_t
+        p, z = self.preconditioner, self.latent
+        if indices is not None:
+            p, z = p[indices], z[indices]
+        delta = (p @ z[..., None])[..., 0]
+        return delta[..., :3], delta[..., 3:]
+
+    def get_buffer_or_param(self, name: str) -> torch.Tensor:
+        return self._parameters[name] if name in self._parameters else self._buffers[name]
+
+    def __getattr__(self, name: str):
+        # With a preconditioner the deltas are derived (P z); read them by their usual names.
+        if name in ("rotation_delta", "translation_delta") and "preconditioner" in \
+                self.__dict__.get("_buffers", {}):
+            omega, delta_t = self.deltas()
+            return omega if name == "rotation_delta" else delta_t
+        return super().__getattr__(name)
+
     @property
     def num_cameras(self) -> int:
         return self.initial_poses.shape[0]
@@ -290,17 +347,11 @@ class CameraPoseParameters(nn.Module):
     def forward(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Current poses ``[n, 3, 4]`` of cameras ``indices [n]`` (long; all cameras if None).
 
-        Differentiable in the learnable deltas; the initial poses are constants.
+        Differentiable in the learnable deltas (or the latent ``z``); the initial poses are
+        constants.
         """
-        if indices is None:
-            initial, omega, delta_t = (
-                self.initial_poses,
-                self.rotation_delta,
-                self.translation_delta,
-            )
-        else:
-            initial = self.initial_poses[indices]
-            omega, delta_t = self.rotation_delta[indices], self.translation_delta[indices]
+        initial = self.initial_poses if indices is None else self.initial_poses[indices]
+        omega, delta_t = self.deltas(indices)
         rotation = so3_exp(omega) @ initial[..., :3]
         translation = initial[..., 3] + delta_t
         return torch.cat([rotation, translation[..., None]], -1)
@@ -393,121 +444,4 @@ def perturb_poses(
     return noisy.to(device=poses.device, dtype=poses.dtype)
 
 
-def align_sim3(
-    src: torch.Tensor, dst: torch.Tensor, estimate_scale: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Least-squares similarity ``dst ~= s R src + t`` (Umeyama 1991) of points ``[N, 3]``.
-
-    ``R`` is a proper rotation (det +1): the SVD's reflection is flipped away. With fewer than
-    two distinct points (no spread) the result is ``s = 1, R = I`` and ``t`` the offset of the
-    means. Computed in float64 without gradients.
-
-    Returns:
-        ``(s [] , R [3, 3], t [3])`` in ``src``'s dtype and device.
-    """
-    if src.dim() != 2 or src.shape[-1] != 3 or src.shape != dst.shape:
-        raise ValueError(
-            f"src and dst must both be [N, 3], got {list(src.shape)} and {list(dst.shape)}"
-        )
-    x, y = src.detach().double(), dst.detach().to(src.device).double()
-    mean_x, mean_y = x.mean(0), y.mean(0)
-    xc, yc = x - mean_x, y - mean_y
-    var_x = (xc * xc).sum(-1).mean()
-    rot = torch.eye(3, dtype=torch.float64, device=x.device)
-    s = torch.ones_like(var_x)
-    if var_x > 1e-24:
-        covariance = yc.T @ xc / x.shape[0]
-        u, singular, vh = torch.linalg.svd(covariance)
-        flip = torch.ones(3, dtype=torch.float64, device=x.device)
-        if torch.det(u) * torch.det(vh) < 0:
-            flip[2] = -1.0
-        rot = u @ torch.diag(flip) @ vh
-        if estimate_scale:
-            s = (singular * flip).sum() / var_x
-    t = mean_y - s * rot @ mean_x
-    return s.to(src.dtype), rot.to(src.dtype), t.to(src.dtype)
-
-
-def apply_sim3_to_poses(
-    poses: torch.Tensor,
-    scale: torch.Tensor | float,
-    rotation: torch.Tensor,
-    translation: torch.Tensor,
-) -> torch.Tensor:
-    """Move c2w ``poses [N, 3, 4]`` (or 4x4) by the world similarity ``x -> s R x + t``.
-
-    Camera centres map to ``s R c + t`` and orientations to ``R @ R_i`` (a camera has no scale).
-    Returns ``[N, 3, 4]``.
-    """
-    pose = _as_3x4(poses)
-    rotation = rotation.to(pose)
-    scale = torch.as_tensor(scale).to(pose)
-    new_rotation = rotation @ pose[:, :, :3]
-    new_centre = scale * (pose[:, :, 3] @ rotation.T) + translation.to(pose)
-    return torch.cat([new_rotation, new_centre[..., None]], -1)
-
-
-def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
-    # Population std (ddof 0): defined for a single camera too.
-    return {
-        f"{prefix}_mean": values.mean().item(),
-        f"{prefix}_std": values.std(correction=0).item(),
-        f"{prefix}_median": values.median().item(),
-        f"{prefix}_max": values.max().item(),
-    }
-
-
-def _errors(
-    pred: torch.Tensor, gt: torch.Tensor, mean_distance: float, prefix: str
-) -> dict[str, float]:
-    rotation_error = rotation_geodesic_deg(pred[:, :, :3], gt[:, :, :3])
-    translation_error = (pred[:, :, 3] - gt[:, :, 3]).norm(dim=-1)
-    out = _stats(f"{prefix}rotation_error", rotation_error)
-    out.update(_stats(f"{prefix}translation_error", translation_error))
-    pct = (
-        translation_error * (100.0 / mean_distance)
-        if mean_distance > 0
-        else translation_error * math.nan
-    )
-    out.update(_stats(f"{prefix}translation_error_pct", pct))
-    return out
-
-
-@torch.no_grad()
-def pose_errors(pred: torch.Tensor, gt: torch.Tensor, align: bool = True) -> dict[str, float]:
-    """Rotation and translation errors of c2w poses ``pred`` vs ``gt`` (``[N, 3, 4]`` or 4x4).
-
-    For each error the dict holds ``*_mean``, ``*_std`` (population), ``*_median``, ``*_max``:
-
-    - ``rotation_error_*``: geodesic angle in degrees;
-    - ``translation_error_*``: camera-centre distance in scene units;
-    - ``translation_error_pct_*``: the same in % of the mean GT camera distance from the world
-      origin (``mean_camera_distance``);
-
-    raw (same frame, the seed's protocol) and, when ``align``, again with the prefix ``aligned_``
-    after :func:`align_sim3` of the predicted centres onto the GT centres (orientations turned by
-    the same ``R``). Also with ``align``: ``aligned_barf_translation_error_mean``, BARF's metric
-    (distance between aligned and GT world-to-camera translations ``-R^T c``, scene units; BARF's
-    tables print it x100), and the fitted ``aligned_scale``. Computed in float64.
-    """
-    pred = _as_3x4(pred, "pred").detach().double()
-    gt = _as_3x4(gt, "gt").detach().to(pred.device).double()
-    if pred.shape != gt.shape or pred.shape[0] == 0:
-        raise ValueError(
-            f"pred and gt must be the same non-empty [N, 3, 4], got {list(pred.shape)} and {list(gt.shape)}"
-        )
-    mean_distance = gt[:, :, 3].norm(dim=-1).mean().item()
-    out = {"mean_camera_distance": mean_distance}
-    out.update(_errors(pred, gt, mean_distance, ""))
-    if align:
-        scale, rotation, translation = align_sim3(pred[:, :, 3], gt[:, :, 3])
-        aligned = apply_sim3_to_poses(pred, scale, rotation, translation)
-        out.update(_errors(aligned, gt, mean_distance, "aligned_"))
-
-        def w2c_translation(pose: torch.Tensor) -> torch.Tensor:
-            return -(pose[:, :, :3].transpose(1, 2) @ pose[:, :, 3:])[..., 0]
-
-        barf_error = (w2c_translation(aligned) - w2c_translation(gt)).norm(dim=-1)
-        out["aligned_barf_translation_error_mean"] = barf_error.mean().item()
-        out["aligned_scale"] = scale.item()
-    return out
+from taichi_nerf.pose_metrics import align_sim3, apply_sim3_to_poses, pose_errors  # noqa: E402

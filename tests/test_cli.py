@@ -103,7 +103,7 @@ def test_noisy_init_with_nothing_learned_warns_and_runs(tmp_path, capsys):
 def test_baseline_cli_keeps_poses_fixed(tmp_path):
     assert train_baseline.main(TINY + ["--init-mode", "noisy", "--output-dir", str(tmp_path)]) == 0
     (run,) = tmp_path.iterdir()
-    assert run.name.startswith("demo_fixed_noisyinit_rot3deg_trans1pct_")
+    assert run.name.startswith("demo_fixed_noisyinit_rot3.0deg_trans1.0pct_")
     data = torch.load(run / "final_poses.pt", weights_only=True)
     assert torch.equal(data["initial_poses"], data["optimized_poses"])
     assert not torch.equal(data["initial_poses"], data["ground_truth_poses"])

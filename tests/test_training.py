@@ -59,7 +59,7 @@ def test_noisy_init_halves_rotation_error_and_psnr_rises(noisy_run):
 @pytest.mark.slow
 def test_output_tree_and_file_keys(noisy_run):
     run = noisy_run["output_dir"]
-    assert run.name.startswith("demo_poseopt_noisyinit_rot3deg_trans1pct_")
+    assert run.name.startswith("demo_poseopt_noisyinit_rot3.0deg_trans1.0pct_")
     names = {p.name for p in run.iterdir()}
     assert {"checkpoint_200.pt", "checkpoint_400.pt", "checkpoint_best.pt",
             "checkpoint_latest.pt", "final_poses.pt", "experiment_config.json", "config.json",
@@ -143,18 +143,17 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import taichi_nerf.training.trainer as trainer
+    from taichi_nerf.models import NGPRenderer
 
     calls = {"n": 0}
-    real_mse = trainer.F.mse_loss
+    real_loss = NGPRenderer.training_loss
 
-    class FakeF:
-        @staticmethod
-        def mse_loss(a, b):
-            calls["n"] += 1
-            out = real_mse(a, b)
-            return out * float("nan") if calls["n"] > 25 else out
+    def poisoned_loss(self, out, target):  # the model's loss goes NaN after 25 steps
+        calls["n"] += 1
+        loss, mse = real_loss(self, out, target)
+        return (loss * float("nan"), mse) if calls["n"] > 25 else (loss, mse)
 
-    monkeypatch.setattr(trainer, "F", FakeF)
+    monkeypatch.setattr(NGPRenderer, "training_loss", poisoned_loss)
     with pytest.raises(trainer.TrainingError, match="non-finite.*checkpoint_20.pt"):
         train_with_pose_optimization(_config(tmp_path, num_iters=40, val_every=20,
                                              experiment_name="nan"))

@@ -65,9 +65,11 @@ def test_cuda_without_gpu_is_a_config_error():
 def test_experiment_name_pattern():
     cfg = resolve_config(TrainConfig(scene="lego", rotation_noise=2.0), CPU)
     assert experiment_name(cfg, "20250101_120000") == (
-        "lego_poseopt_noisyinit_rot2deg_trans1pct_20250101_120000")
+        "lego_poseopt_noisyinit_rot2.0deg_trans1.0pct_20250101_120000")  # the seed's spelling
     clean = resolve_config(TrainConfig(init_mode="clean", fixed_poses=True), CPU)
-    assert experiment_name(clean, "T").startswith("demo_fixed_cleaninit_rot0deg_trans0pct")
+    assert experiment_name(clean, "T").startswith("demo_fixed_cleaninit_rot0.0deg_trans0.0pct")
+    capture = resolve_config(TrainConfig(scene="/data/my captures/garden/"), CPU)
+    assert experiment_name(capture, "T").startswith("garden_poseopt_")
 
 
 def test_config_dict_round_trip():

@@ -92,11 +92,17 @@ class NGPField(nn.Module):
         # Coarse-to-fine weights per hash level (BARF's window on the encoding): finer levels
         # fade in, so early pose gradients come from the smooth coarse levels only.
         self.register_buffer("level_weights", torch.ones(n_levels))
+        self._c2f_active = False
+        self.register_load_state_dict_post_hook(NGPField._after_load)
         self.color_mlp = nn.Sequential(
             nn.Linear(16 + geo_feat_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, 3),
         )
+
+    @staticmethod
+    def _after_load(module: NGPField, _keys) -> None:
+        module._c2f_active = bool((module.level_weights < 1).any())
 
     def normalize(self, positions: torch.Tensor) -> torch.Tensor:
         """World ``[M,3]`` -> ``[0,1]^3`` by the scene box (clamped; gradient inside the box)."""
@@ -112,10 +118,11 @@ class NGPField(nn.Module):
         alpha = min_levels + min(max(progress, 0.0), 1.0) * (n - min_levels)
         x = (alpha - torch.arange(n, dtype=torch.float64)).clamp(0.0, 1.0)
         self.level_weights.copy_(((1.0 - torch.cos(math.pi * x)) / 2).to(self.level_weights))
+        self._c2f_active = bool((x < 1).any())
 
     def _geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoding(self.normalize(positions).contiguous())
-        if bool((self.level_weights < 1).any()):
+        if self._c2f_active:  # a Python flag: no host sync per call
             weights = self.level_weights.repeat_interleave(self.spec.n_features)
             features = features * weights
         h = self.density_mlp(features)
@@ -158,6 +165,9 @@ class NGPRenderer(nn.Module):
         c2f_min_levels: levels on before ``start``.
         stratified: jitter each training ray's t grid by ``U[0, step)`` (nerfacc does), from a
             generator seeded with ``seed`` (``rng_state``/``set_rng_state`` for resume).
+        target_samples, max_batch_rays, min_batch_rays: the training batch policy
+            (:meth:`next_num_rays`; min: pose gradients need rays on many cameras).
+        eval_chunk: rays per chunk when rendering whole images.
         **field_kwargs: :class:`NGPField` arguments.
     """
 
@@ -165,7 +175,8 @@ class NGPRenderer(nn.Module):
                  marching_steps: int = 1024, step_size: float | None = None,
                  max_samples_per_ray: int = 1024, prune: bool = True, stratified: bool = True,
                  seed: int = 0, coarse_to_fine: tuple[int, int] | None = None,
-                 c2f_min_levels: int = 2, **field_kwargs):
+                 c2f_min_levels: int = 2, target_samples: int = 0, max_batch_rays: int = 65536,
+                 min_batch_rays: int = 256, eval_chunk: int = 16384, **field_kwargs):
         super().__init__()
         from taichi_nerf.kernels.marching import OccupancyGrid
 
@@ -184,16 +195,41 @@ class NGPRenderer(nn.Module):
         if self.coarse_to_fine:
             self.field.set_coarse_to_fine(0.0, self.c2f_min_levels)
         self.seed = int(seed)
+        self.target_samples, self.eval_chunk = int(target_samples), int(eval_chunk)
+        self.max_batch_rays, self.min_batch_rays = int(max_batch_rays), int(min_batch_rays)
         self._generator: torch.Generator | None = None
 
     @torch.no_grad()
-    def _density(self, positions: torch.Tensor) -> torch.Tensor:
+    def _sigma(self, positions: torch.Tensor) -> torch.Tensor:
+        """Density sigma ``[M]`` (1 / scene unit), no gradient: the pruning pass."""
         return self.field.density(positions)
 
     @torch.no_grad()
-    def _opacity(self, positions: torch.Tensor) -> torch.Tensor:
-        # nerfacc thresholds sigma * step (about the opacity of one step), not the raw density.
+    def _sigma_dt(self, positions: torch.Tensor) -> torch.Tensor:
+        """sigma * step ``[M]`` (about one step's opacity): what the occupancy grid thresholds,
+        as nerfacc does, instead of the raw density."""
         return self.field.density(positions) * self.step_size
+
+    # --- training policy (what the trainer asks the model; see taichi_nerf.models) ---
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """instant-ngp's Adam: betas (0.9, 0.99), eps 1e-15 (hash entries get tiny gradients)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
+
+    def training_loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, mse)`` of a training batch: the photometric MSE alone."""
+        mse = torch.nn.functional.mse_loss(out["rgb"], target)
+        return mse, mse
+
+    def next_num_rays(self, num_rays: int, out: dict) -> int:
+        """Rays for the next step: nerfacc's rule ``rays *= target_samples / samples`` (fixed when
+        ``target_samples`` is 0). A pruned sample had a no-grad density pass only, about a
+        quarter of a shaded sample's forward + backward, so it counts 1/4."""
+        if self.target_samples <= 0:
+            return num_rays
+        pruned = int(out.get("num_marched", out["num_samples"])) - int(out["num_samples"])
+        samples = max(int(out["num_samples"]) + pruned // 4, 1)
+        num_rays = int(num_rays * self.target_samples / samples)
+        return max(self.min_batch_rays, min(num_rays, self.max_batch_rays))
 
     def update_step(self, step: int) -> None:
         """Coarse-to-fine window, then the occupancy-grid update (the grid decides when)."""
@@ -201,7 +237,7 @@ class NGPRenderer(nn.Module):
             start, end = self.coarse_to_fine
             self.field.set_coarse_to_fine((step - start) / max(end - start, 1),
                                           self.c2f_min_levels)
-        self.grid.update(step, self._opacity)
+        self.grid.update(step, self._sigma_dt)
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The generator of the stratified jitter (made on first use on ``device``)."""
@@ -224,7 +260,7 @@ class NGPRenderer(nn.Module):
         return render_rays(self.field, self.grid, rays_o, rays_d, near=self.near, far=self.far,
                            step_size=self.step_size, background=background,
                            max_samples_per_ray=self.max_samples_per_ray,
-                           density_fn=self._density if self.prune else None,
+                           density_fn=self._sigma if self.prune else None,
                            stratified=jitter,
                            generator=self.generator(rays_o.device) if jitter else None)
 

@@ -213,8 +213,7 @@ class VanillaNeRF(nn.Module):
         pos_freqs, dir_freqs: encoding frequencies (10, 4); the raw input is kept as well.
         width, depth, skip: MLP size (256, 8, skip after layer 4).
         dir_width: view-direction branch width (default ``width // 2`` = 128).
-        scene_aabb: accepted for the ``build_renderer`` factory's uniform call and ignored:
-            the original samples ``[near, far]`` without a scene box.
+        eval_chunk: rays per chunk when rendering whole images.
     """
 
     def __init__(
@@ -229,7 +228,7 @@ class VanillaNeRF(nn.Module):
         depth: int = 8,
         skip: int | None = 4,
         dir_width: int | None = None,
-        scene_aabb: Tensor | None = None,
+        eval_chunk: int = 4096,
     ) -> None:
         super().__init__()
         if not 0.0 <= near < far:
@@ -240,6 +239,7 @@ class VanillaNeRF(nn.Module):
             )
         self.near, self.far = float(near), float(far)
         self.num_coarse, self.num_fine = int(num_coarse), int(num_fine)
+        self.eval_chunk = int(eval_chunk)
         self.pos_freqs, self.dir_freqs = int(pos_freqs), int(dir_freqs)
         pos_dim, dir_dim = encoding_dim(3, pos_freqs), encoding_dim(3, dir_freqs)
         self.coarse = NeRFMLP(pos_dim, dir_dim, width, depth, skip, dir_width)
@@ -247,6 +247,20 @@ class VanillaNeRF(nn.Module):
 
     def update_step(self, step: int) -> None:
         """Per-step hook of the renderer protocol; vanilla NeRF keeps no schedule or grid."""
+
+    # --- training policy (what the trainer asks the model; see taichi_nerf.models) ---
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The paper's Adam (torch defaults: betas (0.9, 0.999), eps 1e-8)."""
+        return torch.optim.Adam(self.parameters(), lr=lr)
+
+    def training_loss(self, out: dict, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loss, mse)``: fine MSE + coarse MSE, as in the paper; ``mse`` is the fine one."""
+        mse = F.mse_loss(out["rgb"], target)
+        return mse + F.mse_loss(out["rgb_coarse"], target), mse
+
+    def next_num_rays(self, num_rays: int, out: dict) -> int:
+        """A fixed batch: the paper's rays per step never change."""
+        return num_rays
 
     def _query(self, mlp: NeRFMLP, rays_o: Tensor, rays_d: Tensor, t: Tensor):
         """Evaluate ``mlp`` at ``o + t d`` for ``t [R, S]``: ``sigma [R, S]``, ``rgb [R, S, 3]``."""
@@ -272,7 +286,7 @@ class VanillaNeRF(nn.Module):
 
         Returns:
             dict with ``rgb [R, 3]``, ``opacity [R]``, ``depth [R]`` (fine network when
-            ``num_fine > 0``), ``rgb_coarse [R, 3]`` (its MSE is added by the trainer, as in the
+            ``num_fine > 0``), ``rgb_coarse [R, 3]`` (its MSE is added by :meth:`training_loss`, as in the
             paper; with ``num_fine == 0`` it is ``rgb`` itself, which only doubles the loss scale
             and leaves Adam's steps nearly unchanged), ``num_samples`` (int, network evaluations in this call). Gradients reach both
             networks and ``rays_o`` / ``rays_d``; the sample distances are detached.

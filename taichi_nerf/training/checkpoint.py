@@ -21,11 +21,13 @@ never leaves a torn ``checkpoint_latest.pt``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -39,13 +41,14 @@ class CheckpointError(ValueError):
     """A checkpoint path that is missing, unreadable or not a taichi-nerf checkpoint."""
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """The one atomic writer: ``write(file)`` into a temporary file beside ``path``, fsync,
+    then ``os.replace`` over ``path``; the temporary file never outlives a failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,6 +56,17 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """JSON (indent 2) through :func:`atomic_write`."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_link(src: Path, dst: Path) -> None:

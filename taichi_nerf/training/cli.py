@@ -53,8 +53,12 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"run folder      {out}")
     print(f"test PSNR/SSIM  {metrics['test_psnr']:.2f} dB / {metrics['test_ssim']:.4f} "
           f"({metrics['test']['num_views']} views)")
-    print(f"rotation error  {r0:.4f} -> {r1:.4f} deg{cut}")
-    print(f"translation err {t0:.5f} -> {t1:.5f} scene units "
-          f"(aligned {after.get('aligned_translation_error_mean', float('nan')):.5f})")
+    px0, px1 = before.get("rotation_error_px_mean"), after.get("rotation_error_px_mean")
+    in_px = f" = {px0:.3f} -> {px1:.3f} px" if px0 is not None and px1 is not None else ""
+    print(f"rotation error  {r0:.4f} -> {r1:.4f} deg{in_px}{cut}")
+    t_px = after.get("translation_error_px_mean")
+    print(f"translation err {t0:.5f} -> {t1:.5f} scene units"
+          + (f" = {t_px:.3f} px" if t_px is not None else "")
+          + f" (aligned {after.get('aligned_translation_error_mean', float('nan')):.5f})")
     print(f"training        {metrics.get('train_time_s', 0.0):.1f} s, "
           f"{result['iters_per_sec']:.1f} it/s")

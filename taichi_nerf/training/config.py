@@ -45,7 +45,7 @@ class NGPConfig:
     about half a pixel footprint at the scene centre and small images march cheaply."""
     coarse_to_fine: tuple[int, int] | None = None
     """(start, end) steps over which the hash levels fade in, coarse to fine (BARF's window), so
-    early pose gradients are smooth (preset); ``--ngp.coarse-to-fine 0 0`` switches it off."""
+    early pose gradients are smooth; ``0 0`` (the presets) switches it off."""
     c2f_min_levels: int = 2
     """Hash levels active before the coarse-to-fine window opens."""
     max_samples_per_ray: int = 1024
@@ -57,6 +57,33 @@ class NGPConfig:
     max_batch_rays: int = 65536
     """Upper bound on the adapted ray count."""
     eval_chunk: int = 16384
+    """Rays per chunk when rendering full images."""
+
+    def coarse_to_fine_window(self) -> tuple[int, int] | None:
+        """The ``(start, end)`` level window, or None when it is off (``0 0`` or not set)."""
+        c2f = self.coarse_to_fine
+        return None if c2f is None or tuple(c2f) == (0, 0) else (int(c2f[0]), int(c2f[1]))
+
+
+@dataclasses.dataclass
+class VanillaConfig:
+    """Original NeRF (``--model vanilla``) sizes: the paper's by default."""
+
+    num_coarse: int = 64
+    """Stratified samples per ray (coarse network)."""
+    num_fine: int = 128
+    """Importance samples per ray (fine network; 0 = coarse only)."""
+    pos_freqs: int = 10
+    """Positional-encoding frequencies of the positions."""
+    dir_freqs: int = 4
+    """Positional-encoding frequencies of the view directions."""
+    width: int = 256
+    """MLP width."""
+    depth: int = 8
+    """MLP layers."""
+    skip: int | None = 4
+    """Layer after which the input is concatenated again (None: no skip)."""
+    eval_chunk: int = 4096
     """Rays per chunk when rendering full images."""
 
 
@@ -106,9 +133,11 @@ class TrainConfig:
 
     # --- pose optimisation ---
     pose_lr: float | None = None
-    """Adam learning rate of the pose deltas."""
+    """Adam learning rate of the pose parameters (of the latent ``z`` with camp)."""
     pose_lr_final: float | None = None
-    """Pose learning rate at the last step (exponential decay)."""
+    """Pose learning rate at the last step (exponential decay after the warm-up)."""
+    pose_lr_warmup: int | None = None
+    """Steps of linear learning-rate warm-up once the poses start moving."""
     pose_opt_delay: int | None = None
     """Steps before the poses start to move (the field first learns a rough scene)."""
     learn_rotation: bool = True
@@ -117,8 +146,21 @@ class TrainConfig:
     """Optimise the camera positions."""
     fixed_poses: bool = False
     """Learn no pose at all (the baselines of examples/train.py)."""
-    pose_grad_clip: float = 0.1
-    """Max gradient norm of the pose deltas (0 = off)."""
+    pose_mode: Literal["off", "rotation", "translation", "both"] | None = None
+    """What of the poses is learned; filled from --fixed-poses / --no-learn-rotation /
+    --no-learn-translation when not given (the trainer reads only this)."""
+    pose_preconditioning: Literal["none", "camp"] | None = None
+    """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
+    Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
+    camp_damping: float = 0.1
+    """Damping of the CamP preconditioner, relative to the mean eigenvalue of J^T J."""
+    pose_grad_clip: float | None = None
+    """Max gradient norm of the pose parameters (0 = off)."""
+    pose_prior: float = 0.0
+    """Weight of an L2 penalty on the pose deltas (radians, scene units) added to the loss."""
+    sampler: Literal["uniform", "per_camera"] | None = None
+    """uniform: pixels uniformly over all images; per_camera: every camera gets floor(B/N)
+    rays per step, the remainder at random."""
 
     # --- field optimisation ---
     model: Literal["ngp", "vanilla"] = "ngp"
@@ -135,6 +177,8 @@ class TrainConfig:
     """Training steps."""
     ngp: NGPConfig = dataclasses.field(default_factory=NGPConfig)
     """Instant-NGP settings."""
+    vanilla: VanillaConfig = dataclasses.field(default_factory=VanillaConfig)
+    """Original-NeRF settings."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background colour (RGBA images are composited on it; the renderer uses it too)."""
 
@@ -167,22 +211,25 @@ class TrainConfig:
 
 # Presets: values measured on the demo scene and lego (see README "Training defaults").
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
+_POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
+                      sampler="uniform")
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,
-        batch_size=4096, num_iters=5000, val_every=1000,
-        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128, target_samples=1 << 18),
+        batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
+        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
+                 target_samples=1 << 18, coarse_to_fine=(0, 0)),
     ),
     "ngp_cpu": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,
-        batch_size=1024, num_iters=2000, val_every=500,
-        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64, target_samples=1 << 15),
+        batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
+        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64,
+                 target_samples=1 << 15, coarse_to_fine=(0, 0)),
     ),
     # The seed's values.
     "vanilla": dict(
         lr=5e-4, lr_final=5e-5, pose_lr=1e-4, pose_lr_final=1e-6, pose_opt_delay=1000,
-        batch_size=1024, num_iters=50000, val_every=2500,
-        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128, target_samples=0),
+        batch_size=1024, num_iters=50000, val_every=2500, **_POSE_DEFAULTS,
     ),
 }
 
@@ -205,8 +252,35 @@ def preset_name(model: str, device: torch.device) -> str:
     return model
 
 
-def resolve_config(config: TrainConfig, device: torch.device | None = None) -> TrainConfig:
-    """Fill ``None`` fields from the preset and check the combination; returns a new config.
+def _fill(target: Any, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if getattr(target, key) is None:
+            setattr(target, key, tuple(value) if isinstance(value, list) else value)
+
+
+def _pose_mode(cfg: TrainConfig) -> str:
+    from_flags = ("off" if cfg.fixed_poses else
+                  {(True, True): "both", (True, False): "rotation", (False, True): "translation",
+                   (False, False): "off"}[(cfg.learn_rotation, cfg.learn_translation)])
+    if cfg.pose_mode is None:
+        return from_flags
+    if cfg.pose_mode not in ("off", "rotation", "translation", "both"):
+        raise ConfigError(f"--pose-mode must be off, rotation, translation or both, "
+                          f"got {cfg.pose_mode!r}")
+    if (cfg.fixed_poses or not cfg.learn_rotation or not cfg.learn_translation) and \
+            cfg.pose_mode != from_flags:
+        raise ConfigError(f"--pose-mode {cfg.pose_mode} contradicts --fixed-poses / "
+                          f"--no-learn-rotation / --no-learn-translation; give one of them")
+    return cfg.pose_mode
+
+
+def resolve_config(config: TrainConfig, device: torch.device | None = None,
+                   image_width: int | None = None) -> TrainConfig:
+    """Fill every ``None`` field from the preset, derive the rest, check it all; a new config.
+
+    This is the one place where configuration is interpreted: the preset values, the learned
+    pose parts (``pose_mode``), the marching step (from ``image_width``, when given), the final
+    learning rates. A resolved config resolves to itself, so resume goes through here too.
 
     Raises:
         ConfigError: conflicting or out-of-range flags (one line naming the fix).
@@ -215,52 +289,58 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None) -> T
         device = resolve_device(config.device)
     preset = PRESETS[preset_name(config.model, device)]
     cfg = dataclasses.replace(config, ngp=dataclasses.replace(config.ngp),
+                              vanilla=dataclasses.replace(config.vanilla),
                               eval=dataclasses.replace(config.eval))
-    for key, value in preset.items():
-        if key == "ngp":
-            for sub_key, sub_value in value.items():
-                if getattr(cfg.ngp, sub_key) is None:
-                    setattr(cfg.ngp, sub_key, sub_value)
-        elif getattr(cfg, key) is None:
-            setattr(cfg, key, value)
+    _fill(cfg, {k: v for k, v in preset.items() if k != "ngp"})
+    _fill(cfg.ngp, PRESETS["ngp_cpu" if device.type == "cpu" else "ngp"]["ngp"])
     if config.lr is not None and config.lr_final is None:
         cfg.lr_final = cfg.lr * preset["lr_final"] / preset["lr"]
     if config.pose_lr is not None and config.pose_lr_final is None:
         cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
-
+    if cfg.ngp.marching_steps is None and image_width is not None:
+        cfg.ngp.marching_steps = auto_marching_steps(image_width)
+    if cfg.ngp.coarse_to_fine is not None:
+        cfg.ngp.coarse_to_fine = tuple(int(v) for v in cfg.ngp.coarse_to_fine)
+    cfg.pose_mode = _pose_mode(cfg)
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"
         )
     if cfg.translation_noise is None and cfg.translation_noise_pct is None:
         cfg.translation_noise_pct = 1.0
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
     for name in ("rotation_noise", "translation_noise", "translation_noise_pct"):
         value = getattr(cfg, name)
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     for name in ("lr", "pose_lr", "lr_final", "pose_lr_final"):
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+        value = getattr(cfg, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, "
+                              f"got {value}")
     for name in ("batch_size", "num_iters", "val_every", "num_val_views", "log_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.pose_opt_delay < 0:
-        raise ConfigError(f"--pose-opt-delay must be >= 0, got {cfg.pose_opt_delay}")
-    if cfg.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, got {cfg.downscale}")
+    for name in ("pose_opt_delay", "pose_lr_warmup", "pose_grad_clip", "field_grad_clip",
+                 "pose_prior", "camp_damping", "downscale"):
+        value, low = getattr(cfg, name), 1 if name == "downscale" else 0
+        if not (value >= low and math.isfinite(value)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if cfg.stop_after is not None and cfg.stop_after < 1:
         raise ConfigError(f"--stop-after must be >= 1, got {cfg.stop_after}")
-    return cfg
+    c2f = cfg.ngp.coarse_to_fine
+    if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
+        raise ConfigError(f"--ngp.coarse-to-fine START END needs 0 <= START < END (0 0 = off), "
+                          f"got {' '.join(map(str, c2f))}")
 
 
 def auto_marching_steps(image_width: int) -> int:
     """Default ``marching_steps``: ``clamp(2 * width, 128, 1024)``."""
     return int(min(1024, max(128, 2 * image_width)))
-
-
-def learns_poses(cfg: TrainConfig) -> bool:
-    """Whether any pose parameter is optimised."""
-    return not cfg.fixed_poses and (cfg.learn_rotation or cfg.learn_translation)
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -271,27 +351,35 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Inverse of :func:`config_to_dict`; unknown keys are ignored (older/newer runs)."""
     data = dict(data)
-    ngp = NGPConfig(**{k: v for k, v in data.pop("ngp", {}).items()
-                       if k in NGPConfig.__dataclass_fields__})
-    ev = EvalConfig(**{k: v for k, v in data.pop("eval", {}).items()
-                       if k in EvalConfig.__dataclass_fields__})
+    nested = {}
+    for name, kind in (("ngp", NGPConfig), ("vanilla", VanillaConfig), ("eval", EvalConfig)):
+        values = {k: v for k, v in (data.pop(name, None) or {}).items()
+                  if k in kind.__dataclass_fields__}
+        nested[name] = kind(**values)
+    if nested["ngp"].coarse_to_fine is not None:
+        nested["ngp"].coarse_to_fine = tuple(nested["ngp"].coarse_to_fine)
     fields = {k: v for k, v in data.items() if k in TrainConfig.__dataclass_fields__}
     if "background" in fields:
         fields["background"] = tuple(fields["background"])
-    return TrainConfig(**fields, ngp=ngp, eval=ev)
+    return TrainConfig(**fields, **nested)
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}"
 
 
 def experiment_name(cfg: TrainConfig, timestamp: str) -> str:
-    """``{scene}_poseopt_{init}init_rot{r}deg_trans{t}pct_{timestamp}`` (``fixed`` for baselines;
-    a translation noise in scene units is written ``trans{t}units``)."""
-    kind = "fixed" if cfg.fixed_poses else "poseopt"
-    scene = cfg.scene.replace("/", "_").replace("\\", "_")
+    """``{scene}_poseopt_{init}init_rot{r}deg_trans{t}pct_{timestamp}`` as the seed spells it
+    (one decimal: ``rot2.0deg_trans1.0pct``; ``fixed`` for baselines; a translation noise in scene
+    units is written ``trans{t}units``). A scene given as a path is named after its folder."""
+    kind = "fixed" if cfg.pose_mode == "off" or cfg.fixed_poses else "poseopt"
+    scene = cfg.scene.rstrip("/\\").replace("\\", "/").split("/")[-1] or "scene"
     if cfg.init_mode == "clean":
-        rot, trans = "0", "0pct"
+        rot, trans = _number(0.0), f"{_number(0.0)}pct"
     else:
-        rot = f"{cfg.rotation_noise:g}"
+        rot = _number(cfg.rotation_noise)
         if cfg.translation_noise is not None:
-            trans = f"{cfg.translation_noise:g}units"
+            trans = f"{_number(cfg.translation_noise)}units"
         else:
-            trans = f"{cfg.translation_noise_pct:g}pct"
+            trans = f"{_number(cfg.translation_noise_pct)}pct"
     return f"{scene}_{kind}_{cfg.init_mode}init_rot{rot}deg_trans{trans}_{timestamp}"

@@ -12,7 +12,6 @@ SSIM is the NeRF/mip-NeRF one: 11x11 Gaussian window (sigma 1.5), separable, "va
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,29 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from taichi_nerf.training.checkpoint import write_json
 from taichi_nerf.training.config import (
     EvalConfig,
     TrainConfig,
     config_from_dict,
+    resolve_config,
     resolve_device,
 )
 from taichi_nerf.training.logging import save_png
+from taichi_nerf.training.rundir import device_name
 
-__all__ = ["psnr", "ssim", "make_renderer", "fit_test_alignment", "refine_test_pose",
-           "evaluate_test_split", "evaluate_run"]
+__all__ = ["mse_to_psnr", "psnr", "ssim", "fit_test_alignment", "aligned_poses", "render_views",
+           "refine_test_pose", "evaluate_test_split", "evaluate_run"]
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (inf for 0)."""
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1] (any shape)."""
-    mse = F.mse_loss(pred.double(), target.double()).item()
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+    return mse_to_psnr(F.mse_loss(pred.double(), target.double()).item())
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
@@ -65,27 +71,6 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, window: int = 11, sigma: f
     numer = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     denom = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return float((numer / denom).mean())
-
-
-def make_renderer(cfg: TrainConfig, scene_aabb: torch.Tensor, near: float, far: float,
-                  image_width: int):
-    """The renderer a (resolved) config describes (``image_width`` sets the default step)."""
-    from taichi_nerf.models import build_renderer
-    from taichi_nerf.training.config import auto_marching_steps
-
-    if cfg.model == "ngp":
-        n = cfg.ngp
-        steps = n.marching_steps or auto_marching_steps(image_width)
-        kwargs: dict[str, Any] = dict(
-            n_levels=n.n_levels, n_features=n.n_features, log2_table_size=n.log2_table_size,
-            base_resolution=n.base_resolution, finest_resolution=n.finest_resolution,
-            hidden_dim=n.hidden_dim, grid_resolution=n.grid_resolution,
-            marching_steps=steps, max_samples_per_ray=n.max_samples_per_ray,
-            coarse_to_fine=tuple(n.coarse_to_fine) if n.coarse_to_fine and
-            n.coarse_to_fine[1] > 0 else None, c2f_min_levels=n.c2f_min_levels, seed=cfg.seed)
-    else:
-        kwargs = {}
-    return build_renderer(cfg.model, scene_aabb, near, far, **kwargs)
 
 
 def fit_test_alignment(learned_train_poses: torch.Tensor, gt_train_poses: torch.Tensor
@@ -133,14 +118,38 @@ def refine_test_pose(renderer, pose: torch.Tensor, image: torch.Tensor, intrinsi
     return params.get_poses()[0]
 
 
-@torch.no_grad()
-def _render_view(renderer, pose, intrinsics, width, height, background, chunk):
+def aligned_poses(image_set, count: int, learned_train_poses: torch.Tensor,
+                  gt_train_poses: torch.Tensor, device) -> tuple[torch.Tensor, str]:
+    """The first ``count`` poses of a held-out split in the learned frame ``[count, 3, 4]``,
+    and the name of the alignment used (``sim3_from_train_cameras`` or ``none``)."""
+    from taichi_nerf.poses import apply_sim3_to_poses
+
+    poses = image_set.poses[:count].to(device)
+    alignment = fit_test_alignment(learned_train_poses, gt_train_poses)
+    if alignment is None:
+        return poses, "none"
+    return apply_sim3_to_poses(poses.double(), *alignment).to(torch.float32), \
+        "sim3_from_train_cameras"
+
+
+def render_views(renderer, image_set, poses: torch.Tensor, *, background: torch.Tensor,
+                 chunk: int, device, pose_fn=None):
+    """Render views ``k = 0..len(poses)-1`` of ``image_set``; yields ``(k, rgb, target)``
+    (``[H,W,3]`` float in [0,1]). ``pose_fn(k, pose, image)`` may replace a pose first
+    (test-time refinement). The one loop validation and testing share."""
     from taichi_nerf.rays import image_rays
     from taichi_nerf.render import render_image
 
-    rays_o, rays_d = image_rays(pose, intrinsics, width, height)
-    return render_image(renderer, rays_o, rays_d, background=background, chunk=chunk,
-                        height=height, width=width)
+    renderer.eval()
+    for k in range(len(poses)):
+        image = image_set.images[k].to(device)
+        intrinsics = image_set.intrinsics[k].to(device)
+        pose = poses[k] if pose_fn is None else pose_fn(k, poses[k], image, intrinsics)
+        with torch.no_grad():
+            rays_o, rays_d = image_rays(pose, intrinsics, image_set.width, image_set.height)
+            out = render_image(renderer, rays_o, rays_d, background=background, chunk=chunk,
+                               height=image_set.height, width=image_set.width)
+        yield k, out["rgb"].clamp(0, 1), image.to(torch.float32) / 255.0
 
 
 def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
@@ -161,29 +170,20 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
         ``test_time_refinement``, ``per_view`` list.
     """
     device = torch.device(device)
-    renderer.eval()
     count = len(test_set) if eval_config.num_test_views is None else min(
         eval_config.num_test_views, len(test_set))
-    alignment = fit_test_alignment(learned_train_poses, gt_train_poses)
-    poses = test_set.poses[:count].to(device)
-    if alignment is not None:
-        from taichi_nerf.poses import apply_sim3_to_poses
+    poses, alignment = aligned_poses(test_set, count, learned_train_poses, gt_train_poses,
+                                     device)
 
-        s, rot, t = alignment
-        poses = apply_sim3_to_poses(poses.double(), s, rot, t).to(torch.float32)
+    def refine(k, pose, image, intrinsics):
+        return refine_test_pose(renderer, pose, image, intrinsics, background,
+                                steps=eval_config.refine_steps, lr=eval_config.refine_lr,
+                                rays=eval_config.refine_rays, seed=seed + k)
+
     per_view = []
-    for k in range(count):
-        image = test_set.images[k]
-        intrinsics = test_set.intrinsics[k].to(device)
-        pose = poses[k]
-        if eval_config.test_time_refine:
-            pose = refine_test_pose(renderer, pose, image.to(device), intrinsics, background,
-                                    steps=eval_config.refine_steps, lr=eval_config.refine_lr,
-                                    rays=eval_config.refine_rays, seed=seed + k)
-        out = _render_view(renderer, pose, intrinsics, test_set.width, test_set.height,
-                           background, chunk)
-        target = image.to(device=device, dtype=torch.float32) / 255.0
-        rgb = out["rgb"].clamp(0, 1)
+    for k, rgb, target in render_views(renderer, test_set, poses, background=background,
+                                       chunk=chunk, device=device,
+                                       pose_fn=refine if eval_config.test_time_refine else None):
         per_view.append({"index": k, "file": test_set.file_paths[k], "psnr": psnr(rgb, target),
                          "ssim": ssim(rgb, target)})
         if images_dir is not None:
@@ -192,7 +192,7 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
         "psnr": sum(v["psnr"] for v in per_view) / max(count, 1),
         "ssim": sum(v["ssim"] for v in per_view) / max(count, 1),
         "num_views": count,
-        "pose_alignment": "sim3_from_train_cameras" if alignment is not None else "none",
+        "pose_alignment": alignment,
         "test_time_refinement": bool(eval_config.test_time_refine),
         "per_view": per_view,
     }
@@ -212,6 +212,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
     """
     import taichi_nerf
     from taichi_nerf.data import load_scene
+    from taichi_nerf.pose_metrics import pixel_units
     from taichi_nerf.poses import CameraPoseParameters, pose_errors
     from taichi_nerf.training.checkpoint import CheckpointError, load_checkpoint
 
@@ -228,27 +229,32 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
     dev = resolve_device(device)
     taichi_nerf.init(dev.type)
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
+    cfg = resolve_config(config_from_dict(state["config"]), dev)
     if eval_config is None:
         eval_config = cfg.eval
     test_set = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
                           splits=("test",), downscale=cfg.downscale,
                           background=cfg.background)["test"]
-    renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far,
-                             test_set.width)
+    from taichi_nerf.models import make_renderer
+
+    if cfg.model == "ngp" and cfg.ngp.marching_steps is None:  # a pre-resolve checkpoint
+        cfg = resolve_config(cfg, dev, image_width=test_set.width)
+    renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev)
-    poses = CameraPoseParameters(state["initial_poses"])
+    poses = CameraPoseParameters(state["initial_poses"],
+                                 preconditioner=state["poses"].get("preconditioner"))
     poses.load_state_dict(state["poses"])
     learned, gt = poses.get_poses(), state["ground_truth_poses"]
     background = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
     images_dir = run_dir / "images" if write else None
     test = evaluate_test_split(
         renderer, test_set, learned.to(dev), gt.to(dev), eval_config=eval_config,
-        background=background, images_dir=images_dir, chunk=cfg.ngp.eval_chunk, device=dev,
+        background=background, images_dir=images_dir, chunk=renderer.eval_chunk, device=dev,
         seed=cfg.seed)
-    metrics = build_metrics(cfg, test, pose_errors(learned, gt, align=True),
-                            pose_errors(state["initial_poses"], gt, align=True),
+    units = pixel_units(test_set)
+    metrics = build_metrics(cfg, test, pose_errors(learned, gt, align=True, **units),
+                            pose_errors(state["initial_poses"], gt, align=True, **units),
                             step=int(state["step"]), checkpoint=path.name, device=dev)
     if write:
         write_json(run_dir / "metrics.json", metrics)
@@ -261,10 +267,13 @@ def build_metrics(cfg: TrainConfig, test: dict[str, Any], final_errors: dict[str
     """The ``metrics.json`` dict (flat headline numbers first, details after)."""
     metrics: dict[str, Any] = {
         "scene": cfg.scene, "model": cfg.model, "init_mode": cfg.init_mode,
-        "fixed_poses": cfg.fixed_poses, "step": step, "checkpoint": checkpoint,
-        "device": device_name(device),
+        "fixed_poses": cfg.pose_mode == "off", "pose_mode": cfg.pose_mode,
+        "pose_preconditioning": cfg.pose_preconditioning, "step": step,
+        "checkpoint": checkpoint, "device": device_name(device),
         "test_psnr": test["psnr"], "test_ssim": test["ssim"],
         "rotation_error_mean": final_errors["rotation_error_mean"],
+        "rotation_error_px_mean": final_errors.get("rotation_error_px_mean"),
+        "translation_error_px_mean": final_errors.get("translation_error_px_mean"),
         "translation_error_mean": final_errors["translation_error_mean"],
         "aligned_rotation_error_mean": final_errors.get("aligned_rotation_error_mean"),
         "aligned_translation_error_mean": final_errors.get("aligned_translation_error_mean"),
@@ -273,21 +282,3 @@ def build_metrics(cfg: TrainConfig, test: dict[str, Any], final_errors: dict[str
     if extra:
         metrics.update(extra)
     return metrics
-
-
-def device_name(device: torch.device) -> str:
-    """Human-readable device name for result files."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp + rename)."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

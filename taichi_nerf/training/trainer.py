@@ -1,186 +1,396 @@
-"""``train_with_pose_optimization``: a NeRF and the training camera poses, optimised together.
+"""The training loop: a NeRF and the training camera poses, optimised together.
 
-Each step: a uniform batch of training pixels -> rays from the **current** poses
-(``CameraPoseParameters``, so the rays carry gradients to the pose deltas) -> render -> MSE ->
-backward -> two Adams (field; poses) with their own exponential decays and gradient clipping.
-Poses start moving after ``pose_opt_delay`` steps. The ngp preset sizes its ray batch to a
-sample budget (nerfacc's rule: ``rays *= target_samples / last_step_samples``).
+Read it top to bottom: :class:`Trainer` ``setup`` (data, config, poses, model, optimisers,
+resume) -> ``step`` (sample pixels -> rays from the **current** poses -> render -> the model's
+loss -> backward -> field and pose optimisers) -> ``log`` / ``validate`` / ``checkpoint`` ->
+``finish`` (final poses, test evaluation, outputs). What differs between models (loss terms,
+Adam settings, rays per step) is asked of the renderer (:mod:`taichi_nerf.models`); how poses
+move (delay, schedule, clipping, CamP preconditioning) of the :class:`PoseOptimizer`.
 
 Outputs under ``{output_dir}/{experiment_name}/`` (see the README): ``config.json``,
 ``experiment_config.json``, ``checkpoint_{step}.pt``, ``checkpoint_latest.pt``,
-``checkpoint_best.pt``, ``final_poses.pt``, ``metrics.json``, ``images/``, ``logs/``.
+``checkpoint_best.pt``, ``final_poses.pt``, ``metrics.json``, ``history.json``, ``images/``,
+``logs/``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from taichi_nerf.training.checkpoint import (
-    atomic_torch_save,
-    load_checkpoint,
-    resolve_resume_path,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from taichi_nerf.training import checkpoint as ckpt
 from taichi_nerf.training.config import (
-    ConfigError,
     TrainConfig,
     config_from_dict,
     config_to_dict,
-    experiment_name,
-    learns_poses,
     preset_name,
     resolve_config,
     resolve_device,
 )
-from taichi_nerf.training.eval import (
-    build_metrics,
-    evaluate_test_split,
-    fit_test_alignment,
-    make_renderer,
-    psnr,
-    write_json,
-)
+from taichi_nerf.training.eval import aligned_poses, mse_to_psnr, psnr, render_views
 from taichi_nerf.training.logging import RunLogger, save_png
+from taichi_nerf.training.pose_opt import PoseOptimizer, build_pose_parameters
+from taichi_nerf.training.rundir import (
+    check_output_dir,
+    experiment_info,
+    new_run_dir,
+    peak_memory_bytes,
+)
 
-__all__ = ["train_with_pose_optimization", "TrainingError"]
+__all__ = ["Trainer", "train_with_pose_optimization", "TrainingError"]
 
-MIN_BATCH_RAYS = 256  # floor of the adapted ray count: pose gradients need rays on many cameras
+# Flags that may change on --resume (the rest come from the saved run).
+RESUMABLE_FLAGS = ("resume", "stop_after", "progress", "device", "eval")
+RESUMABLE_PRESET_FLAGS = ("num_iters", "val_every")  # None means "not given"
 
 
 class TrainingError(RuntimeError):
-    """Training stopped (non-finite loss); the message names the last good checkpoint."""
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write to output dir {output_dir}: "
-                          f"{exc.strerror or exc}; pass a writable --output-dir") from None
-
-
-def _new_run_dir(cfg: TrainConfig) -> Path:
-    root = Path(cfg.output_dir)
-    if cfg.experiment_name:
-        run_dir = root / cfg.experiment_name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"{run_dir} already exists; continue it with --resume latest --experiment-name "
-                f"{cfg.experiment_name}, or choose another --experiment-name")
-    else:
-        base = experiment_name(cfg, time.strftime("%Y%m%d_%H%M%S"))
-        run_dir, k = root / base, 1
-        while run_dir.exists():  # two runs in one second: never share a folder
-            k += 1
-            run_dir = root / f"{base}_{k}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "images").mkdir(exist_ok=True)
-        (run_dir / "logs").mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
-    return run_dir
+    """Training stopped (non-finite values); the message names the last good checkpoint."""
 
 
 def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
-    """The saved run's config; only the flags that make sense to change on resume carry over."""
-    cfg = config_from_dict(saved)
-    changes: dict[str, Any] = {"resume": config.resume, "stop_after": config.stop_after,
-                               "progress": config.progress, "device": config.device,
-                               "eval": config.eval}
-    for name in ("num_iters", "val_every"):  # preset fields: None means "not given"
-        if getattr(config, name) is not None:
-            changes[name] = getattr(config, name)
-    return dataclasses.replace(cfg, **changes)
+    """The saved run's config with the flags that make sense to change on resume."""
+    import dataclasses
+
+    changes = {name: getattr(config, name) for name in RESUMABLE_FLAGS}
+    changes.update({name: getattr(config, name) for name in RESUMABLE_PRESET_FLAGS
+                    if getattr(config, name) is not None})
+    return dataclasses.replace(config_from_dict(saved), **changes)
 
 
-def _lr_gamma(start: float, end: float, steps: int) -> float:
-    return (end / start) ** (1.0 / max(steps, 1))
+class Trainer:
+    """Joint NeRF + pose training for one (resolved) ``TrainConfig``.
 
+    ``Trainer(config).train()`` is :func:`train_with_pose_optimization`; the parts are public so
+    benchmarks and tools can drive single steps (``trainer.step()``).
+    """
 
-def _peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        import resource
+    def __init__(self, config: TrainConfig) -> None:
+        self.setup(config)
 
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    except ImportError:  # pragma: no cover - not on Linux/macOS
-        return 0
+    # ------------------------------------------------------------------ setup
+    def setup(self, config: TrainConfig) -> None:
+        """Data, the resolved config, poses, model, optimisers; a checkpoint's state if resuming."""
+        import taichi_nerf
+        from taichi_nerf.data import PixelSampler, load_scene
 
+        self.device = device = resolve_device(config.device)
+        state, self.resume_path = None, None
+        if config.resume:
+            self.resume_path = ckpt.resolve_resume_path(config.resume, config.output_dir,
+                                                        config.experiment_name)
+            state = ckpt.load_checkpoint(self.resume_path)
+            config = _resume_config(config, state["config"])
+        taichi_nerf.init(device.type)
+        self.scenes = load_scene(config.scene, config.data_dir, splits=("train", "val", "test"),
+                                 downscale=config.downscale, background=config.background)
+        self.train_set = train = self.scenes["train"]
+        self.cfg = cfg = resolve_config(config, device, image_width=train.width)
+        self.gt_poses = train.poses.to(device)
+        self.init_poses = self._initial_poses(state)
+        self.run_dir = self._open_run_dir(state)
+        self.logger = RunLogger(self.run_dir,
+                                purge_step=None if state is None else int(state["step"]) + 1)
+        self._warn_fixed_noise()
+        self._build_model()
+        self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler)
+        self.intrinsics = train.intrinsics.to(device)
+        self.background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
+        self.step_count, self.num_rays, self.history = 0, cfg.batch_size, []
+        self.best_val, self.elapsed, self.val_metrics = -math.inf, 0.0, {}
+        self.last_checkpoint: Path | None = None
+        if state is not None:
+            self._restore(state)
+        else:
+            self.logger.text(f"start: {self.run_dir.name} model={cfg.model} device={device} "
+                             f"preset={preset_name(cfg.model, device)}")
+        from taichi_nerf.pose_metrics import pixel_units
 
-def _experiment_info(cfg: TrainConfig, run_dir: Path, device: torch.device, train_set) -> dict:
-    import taichi_nerf
-    from taichi_nerf.training.eval import device_name
+        self.pixel_units = pixel_units(train)
+        self.initial_errors = self.pose_errors(self.init_poses)
+        self.logger.text("initial pose errors: rot {:.4f} deg ({:.3f} px), trans {:.5f}".format(
+            self.initial_errors["rotation_error_mean"],
+            self.initial_errors["rotation_error_px_mean"],
+            self.initial_errors["translation_error_mean"]))
 
-    return {
-        "experiment_name": run_dir.name, "scene": cfg.scene, "model": cfg.model,
-        "preset": preset_name(cfg.model, device), "init_mode": cfg.init_mode,
-        "rotation_noise_deg": cfg.rotation_noise if cfg.init_mode == "noisy" else 0.0,
-        "translation_noise": cfg.translation_noise if cfg.init_mode == "noisy" else None,
-        "translation_noise_pct": (cfg.translation_noise_pct if cfg.init_mode == "noisy"
-                                  else 0.0),
-        "noise_seed": cfg.noise_seed, "noise_protocol": cfg.noise_protocol,
-        "learn_rotation": cfg.learn_rotation and not cfg.fixed_poses,
-        "learn_translation": cfg.learn_translation and not cfg.fixed_poses,
-        "num_train_images": len(train_set), "image_size": [train_set.width, train_set.height],
-        "device": device_name(device), "command": sys.argv,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "versions": {"taichi_nerf": taichi_nerf.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-    }
+    def _initial_poses(self, state: dict | None) -> torch.Tensor:
+        from taichi_nerf.poses import perturb_poses
 
+        cfg = self.cfg
+        if state is not None:
+            return state["initial_poses"].to(self.device)
+        if cfg.init_mode == "noisy":
+            return perturb_poses(self.gt_poses, rotation_noise_deg=cfg.rotation_noise,
+                                 translation_noise=cfg.translation_noise,
+                                 translation_noise_pct=cfg.translation_noise_pct,
+                                 seed=cfg.noise_seed, protocol=cfg.noise_protocol)
+        return self.gt_poses.clone()
 
-class _Validator:
-    """Val PSNR on the first few val views, rendered from the learned frame."""
+    def _open_run_dir(self, state: dict | None) -> Path:
+        if state is not None:
+            run_dir = self.resume_path.resolve().parent
+            check_output_dir(run_dir)
+        else:
+            check_output_dir(Path(self.cfg.output_dir))
+            run_dir = new_run_dir(self.cfg)
+            ckpt.write_json(run_dir / "experiment_config.json",
+                            experiment_info(self.cfg, run_dir, self.device, self.train_set))
+        ckpt.write_json(run_dir / "config.json", config_to_dict(self.cfg))
+        return run_dir
 
-    def __init__(self, val_set, count: int, device, background, chunk: int):
-        self.val_set, self.device, self.background, self.chunk = val_set, device, background, chunk
-        self.count = min(count, len(val_set)) if val_set is not None else 0
+    def _warn_fixed_noise(self) -> None:
+        cfg = self.cfg
+        if cfg.init_mode == "noisy" and cfg.pose_mode == "off" and not cfg.fixed_poses:
+            message = ("--no-learn-rotation and --no-learn-translation with --init-mode noisy: "
+                       "the noisy poses stay fixed during training")
+            warnings.warn(message, stacklevel=3)
+            self.logger.text("warning: " + message)
+
+    def _build_model(self) -> None:
+        from taichi_nerf.models import make_renderer
+
+        cfg, train = self.cfg, self.train_set
+        torch.manual_seed(cfg.seed)
+        self.renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far).to(self.device)
+        self.pose_params = build_pose_parameters(cfg, self.init_poses, train).to(self.device)
+        self.field_opt = self.renderer.make_optimizer(cfg.lr)
+        gamma = (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.num_iters, 1))
+        self.field_sched = torch.optim.lr_scheduler.ExponentialLR(self.field_opt, gamma)
+        self.pose_opt = PoseOptimizer(self.pose_params, cfg)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.renderer.load_state_dict(state["renderer"])
+        try:
+            self.pose_params.load_state_dict(state["poses"])
+        except RuntimeError as exc:
+            raise ckpt.CheckpointError(f"{self.resume_path}: pose parameters do not match this "
+                                       f"run's settings ({str(exc).splitlines()[0]})") from None
+        self.field_opt.load_state_dict(state["field_optimizer"])
+        self.field_sched.load_state_dict(state["field_scheduler"])
+        self.pose_opt.load_state_dict(state)
+        ckpt.set_rng_state(state["rng"], self.sampler, self.renderer)
+        self.step_count, self.num_rays = int(state["step"]), int(state["num_rays"])
+        self.history = list(state.get("history", []))
+        self.best_val = float(state.get("best_val_psnr", -1e9))
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.val_metrics = dict(state.get("val_metrics", {}))
+        self.last_checkpoint = self.run_dir / "checkpoint_latest.pt"
+        self.logger.text(f"resumed from {self.resume_path} at step {self.step_count}")
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> dict[str, Any]:
+        """One optimisation step; returns ``loss``, ``mse`` (tensors) and the render's counts."""
+        step = self.step_count
+        self.renderer.update_step(step)
+        camera_ids, pixels, target = self.sampler.sample(self.num_rays)
+        moving = self.pose_opt.moving(step)
+        with torch.set_grad_enabled(moving):
+            poses = self.pose_params()
+        from taichi_nerf.rays import pixels_to_rays
+
+        rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses, self.intrinsics)
+        out = self.renderer.render_rays(rays_o, rays_d, background=self.background, train=True)
+        loss, mse = self.renderer.training_loss(out, target)
+        if moving:
+            loss = loss + self.pose_opt.prior()
+        self._check_finite(loss, step)
+        self.field_opt.zero_grad(set_to_none=True)
+        self.pose_opt.zero_grad()
+        if loss.requires_grad:  # an empty batch (no samples, poses frozen) has no graph
+            loss.backward()
+        if self.cfg.field_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.renderer.parameters(), self.cfg.field_grad_clip)
+        self.field_opt.step()
+        self.field_sched.step()
+        self.pose_opt.step(step)
+        self.step_count += 1
+        rays_used = self.num_rays
+        self.num_rays = self.renderer.next_num_rays(self.num_rays, out)
+        return {"loss": loss, "mse": mse, "num_samples": int(out["num_samples"]),
+                "num_rays": rays_used}
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            where = self.last_checkpoint or "none written yet"
+            raise TrainingError(f"loss became non-finite ({loss.item()}) at step {step + 1}; "
+                                f"training stopped, last good checkpoint: {where}")
+
+    # ------------------------------------------------------------------ bookkeeping
+    def pose_errors(self, poses: torch.Tensor, align: bool = True) -> dict[str, float]:
+        """Errors of ``poses`` against the training set's poses, degrees/units and pixels."""
+        from taichi_nerf.poses import pose_errors
+
+        return pose_errors(poses, self.gt_poses, align=align, **self.pixel_units)
+
+    def log(self, result: dict[str, Any], validate_now: bool, final: bool) -> dict[str, Any]:
+        """A history entry (and TensorBoard scalars, the tqdm line); validation when asked."""
+        learned = self.pose_params.get_poses()
+        errors = self.pose_errors(learned, align=validate_now or final)
+        mse, loss = result["mse"].item(), result["loss"].item()
+        entry = {"step": self.step_count, "wall_time_s": self.elapsed,
+                 "train_psnr": mse_to_psnr(max(mse, 1e-12)), "val_psnr": None,
+                 "loss": loss, "num_rays": result["num_rays"],
+                 "num_samples": result["num_samples"],
+                 "rotation_error_mean": errors["rotation_error_mean"],
+                 "rotation_error_px_mean": errors["rotation_error_px_mean"],
+                 "translation_error_mean": errors["translation_error_mean"],
+                 "translation_error_px_mean": errors["translation_error_px_mean"]}
+        if validate_now:
+            entry["val_psnr"] = self.validate(learned)
+            self.val_metrics = {"step": self.step_count, "val_psnr": entry["val_psnr"]}
+        self.history.append(entry)
+        self.logger.scalars({
+            "train/loss": loss, "train/psnr": entry["train_psnr"], "val/psnr": entry["val_psnr"],
+            "poses/rotation_error_deg": entry["rotation_error_mean"],
+            "poses/rotation_error_px": entry["rotation_error_px_mean"],
+            "poses/translation_error": entry["translation_error_mean"],
+            "lr/field": self.field_opt.param_groups[0]["lr"], "lr/pose": self.pose_opt.lr,
+            "train/num_rays": entry["num_rays"], "train/num_samples": entry["num_samples"]},
+            self.step_count)
+        if validate_now or final:
+            self.last_checkpoint = self.checkpoint(entry["val_psnr"], errors)
+            self._log_text(entry)
+        return entry
+
+    def _log_text(self, entry: dict[str, Any]) -> None:
+        val = "-" if entry["val_psnr"] is None else f"{entry['val_psnr']:.2f}"
+        self.logger.text(
+            f"step {entry['step']}: loss {entry['loss']:.5f} train_psnr {entry['train_psnr']:.2f} "
+            f"val_psnr {val} rot {entry['rotation_error_mean']:.4f} deg "
+            f"({entry['rotation_error_px_mean']:.3f} px) "
+            f"trans {entry['translation_error_mean']:.5f} rays {self.num_rays}")
+        self.logger.flush()
 
     @torch.no_grad()
-    def __call__(self, renderer, learned, gt, step, images_dir: Path, logger: RunLogger):
-        if self.count == 0:
+    def validate(self, learned: torch.Tensor) -> float | None:
+        """Mean PSNR of the first ``num_val_views`` val views, rendered in the learned frame."""
+        val_set = self.scenes.get("val")
+        count = min(self.cfg.num_val_views, len(val_set)) if val_set is not None else 0
+        if count == 0:
             return None
-        from taichi_nerf.poses import apply_sim3_to_poses
-        from taichi_nerf.rays import image_rays
-        from taichi_nerf.render import render_image
-
-        renderer.eval()
-        poses = self.val_set.poses[:self.count].to(self.device)
-        alignment = fit_test_alignment(learned, gt)
-        if alignment is not None:
-            poses = apply_sim3_to_poses(poses.double(), *alignment).to(torch.float32)
+        poses, _ = aligned_poses(val_set, count, learned, self.gt_poses, self.device)
         values = []
-        for k in range(self.count):
-            vs = self.val_set
-            rays_o, rays_d = image_rays(poses[k], vs.intrinsics[k].to(self.device),
-                                        vs.width, vs.height)
-            out = render_image(renderer, rays_o, rays_d, background=self.background,
-                               chunk=self.chunk, height=vs.height, width=vs.width)
-            rgb = out["rgb"].clamp(0, 1)
-            target = vs.images[k].to(self.device, torch.float32) / 255.0
+        for k, rgb, target in render_views(self.renderer, val_set, poses,
+                                           background=self.background,
+                                           chunk=self.renderer.eval_chunk, device=self.device):
             values.append(psnr(rgb, target))
-            save_png(images_dir / f"val_{step:06d}_{k:02d}.png", rgb)
-            logger.image(f"val/view_{k:02d}", torch.cat([rgb, target], dim=1), step)
-        renderer.train()
+            save_png(self.run_dir / "images" / f"val_{self.step_count:06d}_{k:02d}.png", rgb)
+            self.logger.image(f"val/view_{k:02d}", torch.cat([rgb, target], dim=1),
+                              self.step_count)
+        self.renderer.train()
         return sum(values) / len(values)
+
+    def checkpoint(self, val_psnr: float | None, errors: dict[str, float]) -> Path:
+        """Write ``checkpoint_{step}.pt`` (+ latest, + best when ``val_psnr`` is the best)."""
+        is_best = val_psnr is not None and val_psnr > self.best_val
+        if is_best:
+            self.best_val = val_psnr
+        payload = {
+            "step": self.step_count, "config": config_to_dict(self.cfg),
+            "renderer": self.renderer.state_dict(), "poses": self.pose_params.state_dict(),
+            "initial_poses": self.init_poses.detach().cpu(),
+            "ground_truth_poses": self.gt_poses.cpu(),
+            "field_optimizer": self.field_opt.state_dict(),
+            "field_scheduler": self.field_sched.state_dict(), **self.pose_opt.state_dict(),
+            "rng": ckpt.rng_state(self.sampler, self.renderer), "num_rays": self.num_rays,
+            "pose_errors": errors, "val_metrics": self.val_metrics,
+            "best_val_psnr": self.best_val if math.isfinite(self.best_val) else -1e9,
+            "history": self.history, "elapsed_s": self.elapsed,
+        }
+        first = not (self.run_dir / "checkpoint_best.pt").exists()
+        return ckpt.save_checkpoint(self.run_dir, payload, is_best=is_best or first,
+                                    keep=self.cfg.keep_checkpoints)
+
+    # ------------------------------------------------------------------ the loop and the end
+    def train(self) -> dict[str, Any]:
+        """Steps until ``num_iters`` (or ``stop_after``), then :meth:`finish`."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        bar = tqdm(total=cfg.num_iters, initial=self.step_count, disable=not cfg.progress,
+                   dynamic_ncols=True, desc=self.run_dir.name[:40])
+        self.steps_this_run, self.loop_time = 0, 0.0
+        self.renderer.train()
+        try:
+            while self.step_count < cfg.num_iters:
+                tic = time.perf_counter()
+                result = self.step()
+                dt = time.perf_counter() - tic
+                self.loop_time, self.elapsed = self.loop_time + dt, self.elapsed + dt
+                self.steps_this_run += 1
+                step = self.step_count
+                val_now = step % cfg.val_every == 0 or step == cfg.num_iters
+                stop_now = cfg.stop_after is not None and step >= cfg.stop_after
+                if step % cfg.log_every == 0 or val_now or stop_now or step == 1:
+                    entry = self.log(result, val_now, stop_now)
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['train_psnr']:.2f}",
+                                    rot=f"{entry['rotation_error_mean']:.3f}", refresh=False)
+                bar.update(1)
+                if stop_now:
+                    break
+        except BaseException as exc:
+            self.logger.text(f"stopped: {exc}")
+            self.logger.close()
+            raise
+        finally:
+            bar.close()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Final poses, test evaluation, ``final_poses.pt``, ``metrics.json``, ``history.json``."""
+        final_poses = self.pose_params.get_poses()
+        final_errors = self.pose_errors(final_poses)
+        its = self.steps_this_run / self.loop_time if self.loop_time > 0 else 0.0
+        result: dict[str, Any] = {"output_dir": self.run_dir, "history": self.history,
+                                  "iters_per_sec": its,
+                                  "peak_memory_bytes": peak_memory_bytes(self.device),
+                                  "final_pose_errors": final_errors, "metrics": None}
+        ckpt.write_json(self.run_dir / "history.json", {"history": self.history})
+        if self.step_count < self.cfg.num_iters:  # --stop-after: resumable, no final outputs
+            self.logger.text(f"stopped after step {self.step_count} (--stop-after); resume with "
+                             f"--resume {self.run_dir}")
+            self.logger.close()
+            return result
+        ckpt.atomic_torch_save({
+            "initial_poses": self.init_poses.detach().cpu(), "optimized_poses": final_poses.cpu(),
+            "ground_truth_poses": self.gt_poses.cpu(), "pose_errors": final_errors,
+            "initial_pose_errors": self.initial_errors,
+            "file_paths": list(self.train_set.file_paths)}, self.run_dir / "final_poses.pt")
+        result["metrics"] = self._evaluate(final_poses, final_errors, result)
+        self.logger.close()
+        return result
+
+    def _evaluate(self, final_poses, final_errors, result) -> dict[str, Any]:
+        from taichi_nerf.training.eval import build_metrics, evaluate_test_split
+
+        cfg = self.cfg
+        test = evaluate_test_split(self.renderer, self.scenes["test"], final_poses,
+                                   self.gt_poses, eval_config=cfg.eval,
+                                   background=self.background,
+                                   images_dir=self.run_dir / "images",
+                                   chunk=self.renderer.eval_chunk, device=self.device,
+                                   seed=cfg.seed)
+        best = self.best_val if math.isfinite(self.best_val) else None
+        metrics = build_metrics(cfg, test, final_errors, self.initial_errors,
+                                step=self.step_count, checkpoint="checkpoint_latest.pt",
+                                device=self.device,
+                                extra={"train_time_s": self.elapsed,
+                                       "iters_per_sec": result["iters_per_sec"],
+                                       "peak_memory_bytes": result["peak_memory_bytes"],
+                                       "best_val_psnr": best})
+        ckpt.write_json(self.run_dir / "metrics.json", metrics)
+        self.logger.scalars({"test/psnr": test["psnr"], "test/ssim": test["ssim"]},
+                            self.step_count)
+        r0, r1 = (e["rotation_error_mean"] for e in (self.initial_errors, final_errors))
+        self.logger.text(f"done: test psnr {test['psnr']:.2f} ssim {test['ssim']:.4f}; "
+                         f"rotation error {r0:.4f} -> {r1:.4f} deg "
+                         f"({final_errors['rotation_error_px_mean']:.3f} px)")
+        return metrics
 
 
 def train_with_pose_optimization(config: TrainConfig) -> dict[str, Any]:
@@ -191,259 +401,15 @@ def train_with_pose_optimization(config: TrainConfig) -> dict[str, Any]:
             ``--model`` preset's values.
 
     Returns:
-        dict with ``output_dir`` (Path), ``metrics`` (the metrics.json dict), ``history`` (list of
-        ``{step, wall_time_s, train_psnr, val_psnr|None, rotation_error_mean,
-        translation_error_mean}``), ``iters_per_sec``, ``peak_memory_bytes``,
-        ``final_pose_errors``.
+        dict with ``output_dir`` (Path), ``metrics`` (the metrics.json dict; None after
+        ``--stop-after``), ``history`` (list of ``{step, wall_time_s, train_psnr,
+        val_psnr|None, rotation_error_mean, rotation_error_px_mean, translation_error_mean,
+        ...}``), ``iters_per_sec``, ``peak_memory_bytes``, ``final_pose_errors``.
 
     Raises:
         ConfigError / CheckpointError / DatasetError (all ``ValueError``): bad flags, paths or
             data, with a one-line message.
-        TrainingError: the loss became non-finite; the last good checkpoint is left intact.
+        TrainingError: non-finite values; the last good checkpoint is left intact.
     """
-    import taichi_nerf
-    from taichi_nerf.data import PixelSampler, load_scene
-    from taichi_nerf.poses import CameraPoseParameters, perturb_poses, pose_errors
-    from taichi_nerf.rays import pixels_to_rays
+    return Trainer(config).train()
 
-    device = resolve_device(config.device)
-    state = None
-    if config.resume:
-        resume_path = resolve_resume_path(config.resume, config.output_dir, config.experiment_name)
-        state = load_checkpoint(resume_path)
-        cfg = _resume_config(config, state["config"])
-        run_dir = resume_path.resolve().parent
-        _check_output_dir(run_dir)
-    else:
-        cfg = resolve_config(config, device)
-        _check_output_dir(Path(cfg.output_dir))
-    taichi_nerf.init(device.type)
-
-    scenes = load_scene(cfg.scene, cfg.data_dir, splits=("train", "val", "test"),
-                        downscale=cfg.downscale, background=cfg.background)
-    train_set = scenes["train"]
-    gt_poses = train_set.poses.to(device)
-    if state is not None:
-        init_poses = state["initial_poses"].to(device)
-    elif cfg.init_mode == "noisy":
-        init_poses = perturb_poses(
-            gt_poses, rotation_noise_deg=cfg.rotation_noise,
-            translation_noise=cfg.translation_noise,
-            translation_noise_pct=cfg.translation_noise_pct, seed=cfg.noise_seed,
-            protocol=cfg.noise_protocol)
-    else:
-        init_poses = gt_poses.clone()
-    if state is None:
-        run_dir = _new_run_dir(cfg)
-        write_json(run_dir / "experiment_config.json",
-                   _experiment_info(cfg, run_dir, device, train_set))
-    write_json(run_dir / "config.json", config_to_dict(cfg))
-    learn_rotation = cfg.learn_rotation and not cfg.fixed_poses
-    learn_translation = cfg.learn_translation and not cfg.fixed_poses
-    logger = RunLogger(run_dir, purge_step=None if state is None else int(state["step"]) + 1)
-    if cfg.init_mode == "noisy" and not learns_poses(cfg) and not cfg.fixed_poses:
-        message = ("--no-learn-rotation and --no-learn-translation with --init-mode noisy: "
-                   "the noisy poses stay fixed during training")
-        warnings.warn(message, stacklevel=2)
-        logger.text("warning: " + message)
-
-    torch.manual_seed(cfg.seed)
-    renderer = make_renderer(cfg, train_set.scene_aabb, train_set.near, train_set.far,
-                             train_set.width).to(device)
-    pose_params = CameraPoseParameters(init_poses, learn_rotation=learn_rotation,
-                                       learn_translation=learn_translation).to(device)
-    sampler = PixelSampler(train_set.images, seed=cfg.seed, device=device)
-    intrinsics = train_set.intrinsics.to(device)
-    background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
-    is_ngp = cfg.model == "ngp"
-    field_opt = torch.optim.Adam(renderer.parameters(), lr=cfg.lr,
-                                 **(dict(betas=(0.9, 0.99), eps=1e-15) if is_ngp else {}))
-    field_sched = torch.optim.lr_scheduler.ExponentialLR(
-        field_opt, _lr_gamma(cfg.lr, cfg.lr_final, cfg.num_iters))
-    pose_opt = pose_sched = None
-    if learn_rotation or learn_translation:
-        pose_opt = torch.optim.Adam(pose_params.parameters(), lr=cfg.pose_lr)
-        pose_sched = torch.optim.lr_scheduler.ExponentialLR(
-            pose_opt, _lr_gamma(cfg.pose_lr, cfg.pose_lr_final, cfg.num_iters - cfg.pose_opt_delay))
-    adapt = is_ngp and (cfg.ngp.target_samples or 0) > 0
-    num_rays = cfg.batch_size
-    step, history, best_val, elapsed, val_metrics = 0, [], -math.inf, 0.0, {}
-    if state is not None:
-        renderer.load_state_dict(state["renderer"])
-        pose_params.load_state_dict(state["poses"])
-        field_opt.load_state_dict(state["field_optimizer"])
-        field_sched.load_state_dict(state["field_scheduler"])
-        if pose_opt is not None and state.get("pose_optimizer") is not None:
-            pose_opt.load_state_dict(state["pose_optimizer"])
-            pose_sched.load_state_dict(state["pose_scheduler"])
-        set_rng_state(state["rng"], sampler, renderer)
-        step, num_rays = int(state["step"]), int(state["num_rays"])
-        history, best_val = list(state.get("history", [])), float(state.get("best_val_psnr", -1e9))
-        elapsed, val_metrics = float(state.get("elapsed_s", 0.0)), dict(state.get("val_metrics", {}))
-        logger.text(f"resumed from {resume_path} at step {step}")
-    else:
-        logger.text(f"start: {run_dir.name} model={cfg.model} device={device} "
-                    f"preset={preset_name(cfg.model, device)}")
-    initial_errors = pose_errors(init_poses, gt_poses, align=True)
-    logger.text("initial pose errors: rot {:.4f} deg, trans {:.5f}".format(
-        initial_errors["rotation_error_mean"], initial_errors["translation_error_mean"]))
-
-    validate = _Validator(scenes.get("val"), cfg.num_val_views, device, background,
-                          cfg.ngp.eval_chunk)
-    last_checkpoint: Path | None = (run_dir / "checkpoint_latest.pt") if state else None
-
-    def checkpoint(val_psnr: float | None, errors: dict[str, float]) -> Path:
-        nonlocal best_val
-        is_best = val_psnr is not None and val_psnr > best_val
-        if is_best:
-            best_val = val_psnr
-        payload = {
-            "step": step, "config": config_to_dict(cfg), "renderer": renderer.state_dict(),
-            "poses": pose_params.state_dict(), "initial_poses": init_poses.detach().cpu(),
-            "ground_truth_poses": gt_poses.cpu(),
-            "field_optimizer": field_opt.state_dict(), "field_scheduler": field_sched.state_dict(),
-            "pose_optimizer": pose_opt.state_dict() if pose_opt else None,
-            "pose_scheduler": pose_sched.state_dict() if pose_sched else None,
-            "rng": rng_state(sampler, renderer),
-            "num_rays": num_rays,
-            "pose_errors": errors, "val_metrics": val_metrics,
-            "best_val_psnr": best_val if math.isfinite(best_val) else -1e9,
-            "history": history, "elapsed_s": elapsed,
-        }
-        return save_checkpoint(run_dir, payload, is_best=is_best or not
-                               (run_dir / "checkpoint_best.pt").exists(),
-                               keep=cfg.keep_checkpoints)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.num_iters, initial=step, disable=not cfg.progress, dynamic_ncols=True,
-               desc=run_dir.name[:40])
-    steps_this_run, loop_time = 0, 0.0
-    renderer.train()
-    try:
-        while step < cfg.num_iters:
-            tic = time.perf_counter()
-            renderer.update_step(step)
-            camera_ids, pixels, target = sampler.sample(num_rays)
-            move_poses = pose_opt is not None and step >= cfg.pose_opt_delay
-            with torch.set_grad_enabled(move_poses):
-                poses = pose_params()
-            rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses, intrinsics)
-            out = renderer.render_rays(rays_o, rays_d, background=background, train=True)
-            mse = F.mse_loss(out["rgb"], target)
-            loss = mse + F.mse_loss(out["rgb_coarse"], target) if "rgb_coarse" in out else mse
-            if not torch.isfinite(loss):
-                where = last_checkpoint if last_checkpoint else "none written yet"
-                raise TrainingError(f"loss became non-finite ({loss.item()}) at step {step + 1}; "
-                                    f"training stopped, last good checkpoint: {where}")
-            field_opt.zero_grad(set_to_none=True)
-            if pose_opt is not None:
-                pose_opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:  # an empty batch (no samples, poses frozen) has no graph
-                loss.backward()
-            if cfg.field_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(renderer.parameters(), cfg.field_grad_clip)
-            field_opt.step()
-            field_sched.step()
-            if move_poses:
-                if cfg.pose_grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(pose_params.parameters(), cfg.pose_grad_clip)
-                pose_opt.step()
-                pose_sched.step()
-            step += 1
-            steps_this_run += 1
-            if adapt:
-                # A pruned sample still had a no-grad density pass, about a quarter of the cost
-                # of a shaded sample's forward + backward: count it as such in the budget.
-                pruned = int(out.get("num_marched", out["num_samples"])) - int(out["num_samples"])
-                samples = max(int(out["num_samples"]) + pruned // 4, 1)
-                num_rays = int(num_rays * cfg.ngp.target_samples / samples)
-                num_rays = max(MIN_BATCH_RAYS, min(num_rays, cfg.ngp.max_batch_rays))
-            dt = time.perf_counter() - tic
-            loop_time += dt
-            elapsed += dt
-
-            val_now = step % cfg.val_every == 0 or step == cfg.num_iters
-            stop_now = cfg.stop_after is not None and step >= cfg.stop_after
-            if step % cfg.log_every == 0 or val_now or stop_now or step == 1:
-                learned = pose_params.get_poses()
-                errors = pose_errors(learned, gt_poses, align=val_now or stop_now)
-                train_psnr = -10.0 * math.log10(max(mse.item(), 1e-12))
-                entry = {"step": step, "wall_time_s": elapsed, "train_psnr": train_psnr,
-                         "val_psnr": None, "loss": loss.item(), "num_rays": num_rays,
-                         "num_samples": int(out["num_samples"]),
-                         "rotation_error_mean": errors["rotation_error_mean"],
-                         "translation_error_mean": errors["translation_error_mean"]}
-                if val_now:
-                    val_psnr = validate(renderer, learned, gt_poses, step, run_dir / "images",
-                                        logger)
-                    entry["val_psnr"] = val_psnr
-                    val_metrics = {"step": step, "val_psnr": val_psnr}
-                history.append(entry)
-                logger.scalars({"train/loss": entry["loss"], "train/psnr": train_psnr,
-                                "val/psnr": entry["val_psnr"],
-                                "poses/rotation_error_deg": errors["rotation_error_mean"],
-                                "poses/translation_error": errors["translation_error_mean"],
-                                "lr/field": field_opt.param_groups[0]["lr"],
-                                "lr/pose": pose_opt.param_groups[0]["lr"] if pose_opt else None,
-                                "train/num_rays": num_rays,
-                                "train/num_samples": int(out["num_samples"])}, step)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{train_psnr:.2f}",
-                                rot=f"{errors['rotation_error_mean']:.3f}",
-                                trans=f"{errors['translation_error_mean']:.4f}", refresh=False)
-                if val_now or stop_now:
-                    last_checkpoint = checkpoint(entry["val_psnr"], errors)
-                    val_text = "-" if entry["val_psnr"] is None else f"{entry['val_psnr']:.2f}"
-                    logger.text(
-                        f"step {step}: loss {entry['loss']:.5f} train_psnr {train_psnr:.2f} "
-                        f"val_psnr {val_text} "
-                        f"rot {errors['rotation_error_mean']:.4f} deg "
-                        f"trans {errors['translation_error_mean']:.5f} rays {num_rays}")
-                    logger.flush()
-            bar.update(1)
-            if stop_now:
-                break
-    finally:
-        bar.close()
-        if sys.exc_info()[0] is not None:
-            logger.text(f"stopped: {sys.exc_info()[1]}")
-            logger.close()
-
-    final_poses = pose_params.get_poses()
-    final_errors = pose_errors(final_poses, gt_poses, align=True)
-    iters_per_sec = steps_this_run / loop_time if loop_time > 0 else 0.0
-    result: dict[str, Any] = {"output_dir": run_dir, "history": history,
-                              "iters_per_sec": iters_per_sec,
-                              "peak_memory_bytes": _peak_memory_bytes(device),
-                              "final_pose_errors": final_errors, "metrics": None}
-    if step < cfg.num_iters:  # --stop-after: an interrupted run, resumable; no final outputs
-        logger.text(f"stopped after step {step} (--stop-after); resume with --resume {run_dir}")
-        logger.close()
-        return result
-
-    atomic_torch_save({"initial_poses": init_poses.detach().cpu(),
-                       "optimized_poses": final_poses.cpu(),
-                       "ground_truth_poses": gt_poses.cpu(),
-                       "pose_errors": final_errors,
-                       "initial_pose_errors": initial_errors,
-                       "file_paths": list(train_set.file_paths)},
-                      run_dir / "final_poses.pt")
-    test = evaluate_test_split(renderer, scenes["test"], final_poses, gt_poses,
-                               eval_config=cfg.eval, background=background,
-                               images_dir=run_dir / "images", chunk=cfg.ngp.eval_chunk,
-                               device=device, seed=cfg.seed)
-    metrics = build_metrics(cfg, test, final_errors, initial_errors, step=step,
-                            checkpoint="checkpoint_latest.pt", device=device,
-                            extra={"train_time_s": elapsed, "iters_per_sec": iters_per_sec,
-                                   "peak_memory_bytes": result["peak_memory_bytes"],
-                                   "best_val_psnr": best_val if math.isfinite(best_val) else None})
-    write_json(run_dir / "metrics.json", metrics)
-    logger.scalars({"test/psnr": test["psnr"], "test/ssim": test["ssim"]}, step)
-    logger.text("done: test psnr {:.2f} ssim {:.4f}; rotation error {:.4f} -> {:.4f} deg, "
-                "translation error {:.5f} -> {:.5f}".format(
-                    test["psnr"], test["ssim"], initial_errors["rotation_error_mean"],
-                    final_errors["rotation_error_mean"], initial_errors["translation_error_mean"],
-                    final_errors["translation_error_mean"]))
-    logger.close()
-    result["metrics"] = metrics
-    return result

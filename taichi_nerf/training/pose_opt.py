@@ -1,0 +1,128 @@
+"""The pose side of training: the pose parameters and how the optimiser moves them.
+
+:func:`build_pose_parameters` makes the ``CameraPoseParameters`` a resolved config asks for
+(``pose_mode``; with ``pose_preconditioning="camp"`` the latent-``z`` form of CamP, whose ``P``
+comes from the initial poses and intrinsics). :class:`PoseOptimizer` owns everything about the
+steps: Adam, the delay before poses move, the learning-rate schedule (linear warm-up, then
+exponential decay to ``pose_lr_final``), gradient clipping and the optional L2 prior on the
+deltas. The trainer only calls ``moving``, ``prior``, ``zero_grad`` and ``step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from taichi_nerf.poses import CameraPoseParameters
+
+__all__ = ["build_pose_parameters", "PoseOptimizer", "pose_lr_factor"]
+
+
+def build_pose_parameters(cfg, initial_poses: torch.Tensor, train_set) -> CameraPoseParameters:
+    """``CameraPoseParameters`` for a resolved config, on ``initial_poses``' device."""
+    learn_rotation = cfg.pose_mode in ("rotation", "both")
+    learn_translation = cfg.pose_mode in ("translation", "both")
+    preconditioner = None
+    if cfg.pose_preconditioning == "camp" and cfg.pose_mode != "off":
+        from taichi_nerf.pose_precond import camp_preconditioner
+
+        preconditioner = camp_preconditioner(
+            initial_poses.cpu(), train_set.intrinsics.cpu(), train_set.width, train_set.height,
+            train_set.near, train_set.far, damping=cfg.camp_damping,
+            learn_rotation=learn_rotation, learn_translation=learn_translation)
+        preconditioner = preconditioner.to(initial_poses)
+    return CameraPoseParameters(initial_poses, learn_rotation=learn_rotation,
+                                learn_translation=learn_translation,
+                                preconditioner=preconditioner)
+
+
+def pose_lr_factor(k: int, warmup: int, decay_steps: int, final_ratio: float) -> float:
+    """Learning-rate factor ``k`` pose steps after the delay: ``min(1, (k+1)/warmup)`` times
+    ``final_ratio ** (k / decay_steps)`` (exponential decay from the start rate)."""
+    warm = 1.0 if warmup <= 0 else min(1.0, (k + 1) / warmup)
+    return warm * final_ratio ** (k / max(decay_steps, 1))
+
+
+class PoseOptimizer:
+    """Adam on the pose parameters, with the delay, schedule, clipping and prior of a config.
+
+    Args:
+        pose_params: the module whose ``parameters()`` are stepped (none: nothing to do).
+        cfg: a resolved ``TrainConfig`` (``pose_lr``, ``pose_lr_final``, ``pose_lr_warmup``,
+            ``pose_opt_delay``, ``pose_grad_clip``, ``pose_prior``, ``num_iters``).
+    """
+
+    def __init__(self, pose_params: CameraPoseParameters, cfg) -> None:
+        self.pose_params = pose_params
+        self.params = [p for p in pose_params.parameters() if p.requires_grad]
+        self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
+            cfg.pose_prior
+        self.optimizer = self.scheduler = None
+        if self.params:
+            self.optimizer = torch.optim.Adam(self.params, lr=cfg.pose_lr)
+            ratio = cfg.pose_lr_final / cfg.pose_lr
+            decay = cfg.num_iters - cfg.pose_opt_delay
+            warmup = cfg.pose_lr_warmup
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda k: pose_lr_factor(k, warmup, decay, ratio))
+
+    @property
+    def active(self) -> bool:
+        """Whether any pose parameter is learned at all."""
+        return self.optimizer is not None
+
+    def moving(self, step: int) -> bool:
+        """Whether the poses move at (0-based) training step ``step``."""
+        return self.active and step >= self.delay
+
+    def prior(self) -> torch.Tensor | float:
+        """``pose_prior * mean(|omega|^2 + |delta_t|^2)`` (0 when the weight is 0)."""
+        if self.prior_weight <= 0:
+            return 0.0
+        omega, delta_t = self.pose_params.deltas()
+        return self.prior_weight * (omega.square().sum(-1) + delta_t.square().sum(-1)).mean()
+
+    def zero_grad(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, step: int) -> None:
+        """Clip, step Adam and the schedule: only once the poses move (``moving(step)``)."""
+        if not self.moving(step):
+            return
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+
+    @property
+    def lr(self) -> float | None:
+        return self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"pose_optimizer", "pose_scheduler"}`` (None when nothing is learned)."""
+        return {"pose_optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "pose_scheduler": _scheduler_state(self.scheduler)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (also a checkpoint of the ExponentialLR era: the schedule
+        is a function of the pose step count, which both store as ``last_epoch``)."""
+        if self.optimizer is None or state.get("pose_optimizer") is None:
+            return
+        self.optimizer.load_state_dict(state["pose_optimizer"])
+        sched = state.get("pose_scheduler") or {}
+        if "last_epoch" in sched:
+            self.scheduler.last_epoch = int(sched["last_epoch"])
+            self.scheduler._step_count = int(sched.get("_step_count", sched["last_epoch"] + 1))
+            k = self.scheduler.last_epoch
+            for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+                group["lr"] = base * fn(k)
+
+
+def _scheduler_state(scheduler) -> dict[str, Any] | None:
+    # The lambda itself is code, rebuilt from the config; its state is the step count.
+    if scheduler is None:
+        return None
+    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
