@@ -118,8 +118,10 @@ class TrainConfig:
     """Integer image downscale (area average)."""
 
     # --- initial poses ---
-    init_mode: Literal["clean", "noisy"] = "noisy"
-    """Start from the dataset poses (clean) or from perturbed ones (noisy)."""
+    init_mode: Literal["clean", "noisy"] | None = None
+    """Start from the dataset poses (clean) or from perturbed ones (noisy). Default: noisy for
+    synthetic scenes with ground-truth poses (demo, Blender), clean for captures (COLMAP,
+    transforms.json): a capture's own poses are refined, never perturbed unless asked."""
     rotation_noise: float = 3.0
     """Rotation noise std per axis, degrees (noisy init)."""
     translation_noise: float | None = None
@@ -275,7 +277,8 @@ def _pose_mode(cfg: TrainConfig) -> str:
 
 
 def resolve_config(config: TrainConfig, device: torch.device | None = None,
-                   image_width: int | None = None) -> TrainConfig:
+                   image_width: int | None = None,
+                   poses_are_ground_truth: bool = True) -> TrainConfig:
     """Fill every ``None`` field from the preset, derive the rest, check it all; a new config.
 
     This is the one place where configuration is interpreted: the preset values, the learned
@@ -302,6 +305,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     if cfg.ngp.coarse_to_fine is not None:
         cfg.ngp.coarse_to_fine = tuple(int(v) for v in cfg.ngp.coarse_to_fine)
     cfg.pose_mode = _pose_mode(cfg)
+    if cfg.init_mode is None:
+        cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"
