@@ -177,3 +177,19 @@ def test_spiral_and_forward_facing_focus():
     assert (path[:, :, 3] - centres.mean(0)).norm(dim=-1).max() < 1.5
     with pytest.raises(ValueError, match="num_frames"):
         orbit_path(cameras, 0)
+
+
+def test_mp4_without_imageio_ffmpeg_is_one_line(tmp_path, capsys, monkeypatch, ngp_run):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ffmpeg(name, *args, **kwargs):
+        if name == "imageio_ffmpeg":
+            raise ImportError("No module named 'imageio_ffmpeg'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ffmpeg)
+    assert render_cli.main([str(ngp_run), "-o", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs imageio-ffmpeg" in err and "[video]" in err and "\n" not in err
