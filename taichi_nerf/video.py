@@ -99,10 +99,10 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
         CheckpointError / DatasetError (``ValueError``): one line naming the file and the fix.
     """
     import taichi_nerf
+    from taichi_nerf.models import make_renderer
     from taichi_nerf.poses import CameraPoseParameters
     from taichi_nerf.training.checkpoint import CheckpointError, load_checkpoint
-    from taichi_nerf.training.config import config_from_dict, resolve_device
-    from taichi_nerf.training.eval import make_renderer
+    from taichi_nerf.training.config import config_from_dict, resolve_config, resolve_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -110,17 +110,20 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
     dev = resolve_device(device)
     taichi_nerf.init(dev.type)
     state = load_checkpoint(_checkpoint_path(run_dir, checkpoint))
-    cfg = config_from_dict(state["config"])
+    cfg = resolve_config(config_from_dict(state["config"]), dev)
     train = _load_split(cfg, "train", data_dir)
     if len(train) != state["initial_poses"].shape[0]:
         raise CheckpointError(
             f"{_checkpoint_path(run_dir, checkpoint)}: its {state['initial_poses'].shape[0]} "
             f"training poses do not match the {len(train)} training images scene "
             f"{cfg.scene!r} has now; pass the --data-dir the run used")
-    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far, train.width)
+    if cfg.model == "ngp" and cfg.ngp.marching_steps is None:  # a pre-resolve checkpoint
+        cfg = resolve_config(cfg, dev, image_width=train.width)
+    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev).eval()
-    poses = CameraPoseParameters(state["initial_poses"])
+    poses = CameraPoseParameters(state["initial_poses"],
+                                 preconditioner=state["poses"].get("preconditioner"))
     poses.load_state_dict(state["poses"])
     return RenderRun(renderer=renderer, train_poses=poses.get_poses().cpu(),
                      input_poses=(train.poses if state.get("ground_truth_poses") is None
@@ -128,7 +131,7 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
                      intrinsics=train.intrinsics.clone(), width=train.width, height=train.height,
                      near=float(train.near), far=float(train.far), config=cfg, background=torch.tensor(cfg.background, dtype=torch.float32,
                                                          device=dev),
-                     device=dev, chunk=int(getattr(cfg.ngp, "eval_chunk", 16384)))
+                     device=dev, chunk=int(getattr(renderer, "eval_chunk", 16384)))
 
 
 def _test_cameras(run: RenderRun, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -193,3 +193,19 @@ def test_single_image_leaves_train_empty(tmp_path):
     _write_capture(tmp_path / "cap", binary=True, num_images=1)
     message = _one_line_error(tmp_path / "cap", splits=("train",))
     assert "'train' split is empty" in message and "--holdout-every" in message
+
+
+def test_without_pycolmap_one_line_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    _write_capture(tmp_path / "cap", binary=True, num_images=3)
+    real_import = builtins.__import__
+
+    def no_pycolmap(name, *args, **kwargs):
+        if name == "pycolmap" or name.startswith("pycolmap."):
+            raise ImportError("No module named 'pycolmap'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+    message = _one_line_error(tmp_path / "cap")
+    assert "needs pycolmap" in message and "pip install 'taichi-nerf[colmap]'" in message

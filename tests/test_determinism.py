@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TEST_ARCH
 
 from taichi_nerf.kernels import HashGridSpec, composite, hash_encode, sh_encode
 from taichi_nerf.kernels.packed import gather_rays, packed_info_from_sorted
-from taichi_nerf.runtime import current_arch
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # generated demo scene (git-ignored)
 REPEATS = 8  # backward calls compared with the first, bit for bit
 
-pytestmark = pytest.mark.skipif(current_arch() == "cuda", reason="CPU determinism only")
+pytestmark = pytest.mark.skipif(TEST_ARCH != "cpu", reason="CPU determinism (CPU session)")
 
 
 @pytest.fixture
@@ -87,8 +87,12 @@ def test_gather_rays_backward_is_bit_repeatable(two_torch_threads, packed):
 
 
 def _final_poses(tmp_path, name):
-    from taichi_nerf.training import EvalConfig, NGPConfig, TrainConfig
-    from taichi_nerf.training import train_with_pose_optimization
+    from taichi_nerf.training import (
+        EvalConfig,
+        NGPConfig,
+        TrainConfig,
+        train_with_pose_optimization,
+    )
 
     cfg = TrainConfig(
         data_dir=str(DATA), downscale=4, output_dir=str(tmp_path), experiment_name=name,

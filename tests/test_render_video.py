@@ -15,12 +15,12 @@ import torch
 from taichi_nerf.camera_paths import focus_point, look_at, orbit_path, spiral_path
 from taichi_nerf.data import load_scene
 from taichi_nerf.data.demo import demo_camera_poses, ensure_demo_scene
+from taichi_nerf.models import make_renderer
 from taichi_nerf.poses import CameraPoseParameters, perturb_poses
 from taichi_nerf.rays import image_rays
 from taichi_nerf.render import render_image
 from taichi_nerf.training.checkpoint import save_checkpoint
 from taichi_nerf.training.config import TrainConfig, config_to_dict, resolve_config
-from taichi_nerf.training.eval import make_renderer
 from taichi_nerf.video import load_render_run, path_cameras, render_frames
 
 SIZE = 16
@@ -40,11 +40,12 @@ def demo_dir(tmp_path_factory) -> Path:
 
 def _fake_run(run_dir: Path, scene: str, model: str) -> Path:
     """A checkpoint with the trainer's keys: an untrained renderer, poses moved a little."""
-    cfg = resolve_config(TrainConfig(scene=scene, model=model, device="cpu",
-                                     output_dir=str(run_dir.parent)), torch.device("cpu"))
     train = load_scene(scene, splits=("train",))["train"]
+    cfg = resolve_config(TrainConfig(scene=scene, model=model, device="cpu",
+                                     output_dir=str(run_dir.parent)), torch.device("cpu"),
+                         image_width=train.width)
     torch.manual_seed(0)
-    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far, train.width)
+    renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far)
     initial = perturb_poses(train.poses, rotation_noise_deg=2.0, translation_noise_pct=1.0)
     poses = CameraPoseParameters(initial)
     with torch.no_grad():
@@ -177,3 +178,19 @@ def test_spiral_and_forward_facing_focus():
     assert (path[:, :, 3] - centres.mean(0)).norm(dim=-1).max() < 1.5
     with pytest.raises(ValueError, match="num_frames"):
         orbit_path(cameras, 0)
+
+
+def test_mp4_without_imageio_ffmpeg_is_one_line(tmp_path, capsys, monkeypatch, ngp_run):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ffmpeg(name, *args, **kwargs):
+        if name == "imageio_ffmpeg":
+            raise ImportError("No module named 'imageio_ffmpeg'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ffmpeg)
+    assert render_cli.main([str(ngp_run), "-o", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs imageio-ffmpeg" in err and "[video]" in err and "\n" not in err

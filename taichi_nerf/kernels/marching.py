@@ -364,7 +364,7 @@ def march_rays(
     Raises:
         ValueError: bad inputs, or 2^31 or more samples in one call (march fewer rays).
     """
-    device = _check_march_inputs(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray)
+    _check_march_inputs(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray)
     _common.prepare(_OP, rays_o=rays_o, rays_d=rays_d, occupancy=grid.occupancy)
     with record_function("taichi_nerf.march_rays"):
         ray_indices, t_starts, t_ends, info = _march(
