@@ -116,6 +116,9 @@ class TrainConfig:
     """Folder holding the scene (else $TAICHI_NERF_DATA, else ./data)."""
     downscale: int = 1
     """Integer image downscale (area average)."""
+    holdout_every: int = 8
+    """Captures (COLMAP, one transforms.json): every Nth image is held out as the test (= val)
+    set, as nerfstudio and Mip-NeRF 360 do. Blender scenes have their own splits."""
 
     # --- initial poses ---
     init_mode: Literal["clean", "noisy"] | None = None

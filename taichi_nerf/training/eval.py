@@ -244,7 +244,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
         eval_config = cfg.eval
     test_set = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
                           splits=("test",), downscale=cfg.downscale,
-                          background=cfg.background)["test"]
+                          background=cfg.background, holdout_every=cfg.holdout_every)["test"]
     from taichi_nerf.models import make_renderer
 
     if cfg.model == "ngp" and cfg.ngp.marching_steps is None:  # a pre-resolve checkpoint

@@ -89,7 +89,8 @@ class Trainer:
             config = _resume_config(config, state["config"])
         taichi_nerf.init(device.type)
         self.scenes = load_scene(config.scene, config.data_dir, splits=("train", "val", "test"),
-                                 downscale=config.downscale, background=config.background)
+                                 downscale=config.downscale, background=config.background,
+                                 holdout_every=config.holdout_every)
         self.train_set = train = self.scenes["train"]
         self.has_truth = bool(getattr(train, "poses_are_ground_truth", True))
         self.cfg = cfg = resolve_config(config, device, image_width=train.width,
