@@ -161,3 +161,14 @@ def test_pose_errors_in_pixels():
     assert errors["translation_error_px_mean"] == pytest.approx(
         float((0.01 * focal / depth).mean()))
     assert "aligned_rotation_error_px_mean" in errors
+
+
+def test_pixel_dataset_feeds_the_sampler():
+    from taichi_nerf import PixelDataset
+
+    images = torch.randint(0, 256, (3, 4, 5, 3), dtype=torch.uint8)
+    data = PixelDataset(images, torch.tensor([[10.0, 10.0, 2.5, 2.0]]).repeat(3, 1))
+    assert data.num_cameras == 3 and torch.equal(data.camera_ids, torch.arange(3))
+    a = PixelSampler(data, seed=5).sample(8)
+    b = PixelSampler(images, seed=5).sample(8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
