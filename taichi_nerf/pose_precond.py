@@ -65,7 +65,7 @@ def projection_jacobian(pose: torch.Tensor, intrinsics: torch.Tensor,
     pose64 = pose.detach().to(torch.float64)
     k = intrinsics.detach().to(torch.float64)
     zero = torch.zeros(6, dtype=torch.float64)
-    return torch.func.jacfwd(_project)(zero, pose64, k, points.to(torch.float64))
+    return torch.func.jacrev(_project)(zero, pose64, k, points.to(torch.float64))
 
 
 def _inverse_sqrt(matrix: torch.Tensor) -> torch.Tensor:
