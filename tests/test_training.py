@@ -182,3 +182,20 @@ def test_a_capture_refines_its_own_poses_and_says_so(tmp_path):
     assert metrics["initial_pose_errors"]["rotation_error_mean"] == 0.0
     assert metrics["pose_errors_against"].startswith("input_poses")
     assert (result["output_dir"] / "history.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_camp_preconditioning_is_exact(tmp_path):
+    overrides = dict(num_iters=40, val_every=20, pose_opt_delay=5, experiment_name=None,
+                     pose_preconditioning="camp", sampler="per_camera", pose_lr=0.3,
+                     pose_lr_final=0.03, pose_lr_warmup=5)
+    whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
+    first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=20, **overrides))
+    resumed = train_with_pose_optimization(_config(tmp_path / "b", resume=str(first["output_dir"]),
+                                                   **overrides))
+    a = torch.load(whole["output_dir"] / "final_poses.pt", weights_only=True)
+    b = torch.load(resumed["output_dir"] / "final_poses.pt", weights_only=True)
+    assert torch.equal(a["optimized_poses"], b["optimized_poses"])
+    state = load_checkpoint(resumed["output_dir"] / "checkpoint_latest.pt")
+    assert state["poses"]["preconditioner"].shape == (100, 6, 6)
+    assert not torch.equal(a["optimized_poses"], a["initial_poses"])
