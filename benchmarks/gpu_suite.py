@@ -97,8 +97,8 @@ def stages(out: Path, quick: bool, lego_steps: int) -> list[Stage]:
               "noisy", "--rotation-noise", "2", "--translation-noise-pct", "1"],
               90 if quick else 100),
         Stage("lego_clean_fixed", fixed + lego + ["--experiment-name", "lego_clean_fixed",
-              "--init-mode", "clean"], 90 if quick else 90),
-        Stage("profile", step, 60 if quick else 35),
+              "--init-mode", "clean"], 90 if quick else 85),
+        Stage("profile", step, 60 if quick else 45),
     ]
 
 

@@ -26,8 +26,26 @@ def _run(cmd: list[str]) -> str | None:
         return None
 
 
+#: Modules the suite's stages import; their versions (or None when missing) go in summary.json.
+MODULES = ("torch", "taichi", "numpy", "imageio", "PIL", "tyro", "tqdm", "tensorboard", "pytest",
+           "pytest_timeout")
+
+
+def _module_versions() -> dict:
+    from importlib import import_module
+
+    versions = {}
+    for name in MODULES:
+        try:
+            module = import_module(name)
+            versions[name] = str(getattr(module, "__version__", "present"))
+        except Exception:  # noqa: BLE001 - missing or broken: record it, do not stop
+            versions[name] = None
+    return versions
+
+
 def environment() -> dict:
-    """Device, versions, git commit: what a result file must name."""
+    """Device, versions, git commit, available modules: what a result file must name."""
     import torch
 
     try:
@@ -45,6 +63,7 @@ def environment() -> dict:
                             "--format=csv,noheader"]) if cuda else None,
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_cuda": torch.version.cuda, "taichi": taichi_version,
+        "modules": _module_versions(),
         "git_commit": _run(["git", "-C", str(root), "rev-parse", "HEAD"]),
         "git_dirty": bool(_run(["git", "-C", str(root), "status", "--porcelain",
                                 "--untracked-files=no"])),

@@ -48,8 +48,7 @@ def prune_occluded(density_fn: Callable[[torch.Tensor], torch.Tensor], rays_o: t
     if ray_indices.numel() == 0:
         return torch.ones(0, dtype=torch.bool, device=ray_indices.device)
     t_mid = 0.5 * (t_starts + t_ends)
-    positions = rays_o.index_select(0, ray_indices) + t_mid[:, None] * rays_d.index_select(
-        0, ray_indices)
+    positions = rays_o[ray_indices] + t_mid[:, None] * rays_d[ray_indices]
     optical_depths = density_fn(positions).reshape(-1) * (t_ends - t_starts)
     trans = exclusive_transmittance(optical_depths, ray_indices, rays_o.shape[0], packed_info)
     keep = trans >= early_stop_eps
@@ -103,8 +102,7 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
             keep = prune_occluded(density_fn, rays_o.detach(), rays_d.detach(), ray_indices,
                                   t_starts, t_ends, early_stop_eps, alpha_thre, info)
             kept, info = select_samples(ray_indices, info, keep)
-            ray_indices = ray_indices.index_select(0, kept)
-            t_starts, t_ends = t_starts.index_select(0, kept), t_ends.index_select(0, kept)
+            ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]
     with record_function("taichi_nerf.render_rays.positions"):
         t_mid = 0.5 * (t_starts + t_ends)
         directions = gather_rays(rays_d, ray_indices, info)

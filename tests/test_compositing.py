@@ -315,3 +315,15 @@ def test_index_sizes_past_int32_are_a_clear_error():
         packed_info_from_counts(torch.zeros(4, dtype=torch.int32), 2**31, 1)
     with pytest.raises(ValueError, match="out would hold 2147483648 elements"):
         _common.check_index_size("hash_encode", out=65536 * 1024 * 32)
+
+
+def test_exclusive_transmittance_dense_layout_equals_packed():
+    from taichi_nerf.kernels.packed import exclusive_transmittance
+
+    tau = torch.rand(7, 5, dtype=torch.float64)
+    dense = exclusive_transmittance(tau)
+    packed = exclusive_transmittance(tau.reshape(-1), torch.arange(7).repeat_interleave(5), 7)
+    torch.testing.assert_close(dense.reshape(-1), packed, rtol=1e-15, atol=0)
+    torch.testing.assert_close(dense[:, 0], torch.ones(7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dense"):
+        exclusive_transmittance(tau.reshape(-1))
