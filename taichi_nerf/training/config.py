@@ -157,6 +157,9 @@ class TrainConfig:
     pose_preconditioning: Literal["none", "camp"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
     Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
+    pose_gauge: Literal["free", "fixed"] | None = None
+    """fixed: after every pose step remove the rigid motion of the whole rig (which the images
+    cannot see: the gauge), so the rig stays where the initial poses put it; free: leave it."""
     camp_damping: float = 0.1
     """Damping of the CamP preconditioner, relative to the mean eigenvalue of J^T J."""
     pose_grad_clip: float | None = None
@@ -217,7 +220,7 @@ class TrainConfig:
 # Presets: values measured on the demo scene and lego (see README "Training defaults").
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
-                      sampler="uniform")
+                      sampler="uniform", pose_gauge="free")
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,

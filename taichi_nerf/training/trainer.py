@@ -165,7 +165,7 @@ class Trainer:
         self.field_opt = self.renderer.make_optimizer(cfg.lr)
         gamma = (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.num_iters, 1))
         self.field_sched = torch.optim.lr_scheduler.ExponentialLR(self.field_opt, gamma)
-        self.pose_opt = PoseOptimizer(self.pose_params, cfg)
+        self.pose_opt = PoseOptimizer(self.pose_params, cfg, scene_aabb=train.scene_aabb)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.renderer.load_state_dict(state["renderer"])
