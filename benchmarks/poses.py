@@ -71,7 +71,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    if text in ("none", "camp", "uniform", "per_camera", "free", "fixed"):
+    if text in ("none", "camp", "uniform", "per_camera", "free", "fixed", "rig"):
         return text
     if "," in text:
         return tuple(_value(v) for v in text.split(","))

@@ -315,19 +315,48 @@ class CameraPoseParameters(nn.Module):
         """Whether the deltas are ``P z`` of a latent ``z`` (CamP) rather than parameters."""
         return "preconditioner" in self._buffers
 
-    def deltas(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(omega [n, 3], delta_t [n, 3])`` of cameras ``indices`` (all if None)."""
+    def camera_deltas(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-camera part ``[n, 6]`` of the deltas (``P z`` with a preconditioner), without
+        the shared rig motion."""
         if not self.preconditioned:
             omega = self.get_buffer_or_param("rotation_delta")
             delta_t = self.get_buffer_or_param("translation_delta")
-            if indices is not None:
-                omega, delta_t = omega[indices], delta_t[indices]
-            return omega, delta_t
+            delta = torch.cat([omega, delta_t], -1)
+            return delta if indices is None else delta[indices]
         p, z = self.preconditioner, self.latent
         if indices is not None:
             p, z = p[indices], z[indices]
-        delta = (p @ z[..., None])[..., 0]
+        return (p @ z[..., None])[..., 0]
+
+    def deltas(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(omega [n, 3], delta_t [n, 3])`` of cameras ``indices`` (all if None)."""
+        delta = self.camera_deltas(indices)
+        if "rig_basis" in self._buffers:
+            basis = self.rig_basis if indices is None else self.rig_basis[indices]
+            delta = delta + (basis @ self.rig_motion[:, None])[..., 0]
         return delta[..., :3], delta[..., 3:]
+
+    def add_rig_motion(self, rig_basis: torch.Tensor) -> None:
+        """Add one shared rigid motion of the whole rig, ``rig_motion [6]`` (a Parameter, zero at
+        start), acting through ``rig_basis [N, 6, 6]``
+        (:func:`taichi_nerf.pose_precond.rig_motion_basis`): its gradient sums over every
+        camera, so the rig's global pose learns from the whole batch."""
+        n = self.initial_poses.shape[0]
+        if tuple(rig_basis.shape) != (n, 6, 6):
+            raise ValueError(f"rig_basis must be [N, 6, 6] = [{n}, 6, 6], "
+                             f"got {list(rig_basis.shape)}")
+        self.register_buffer("rig_basis", rig_basis.to(self.initial_poses))
+        self.register_parameter("rig_motion", nn.Parameter(self.initial_poses.new_zeros(6)))
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> CameraPoseParameters:
+        """The module a ``state_dict()`` came from (plain, CamP latent, or with a rig motion),
+        loaded with it: how saved runs are read back."""
+        module = cls(state["initial_poses"], preconditioner=state.get("preconditioner"))
+        if "rig_basis" in state:
+            module.add_rig_motion(state["rig_basis"])
+        module.load_state_dict(state)
+        return module
 
     def get_buffer_or_param(self, name: str) -> torch.Tensor:
         return self._parameters[name] if name in self._parameters else self._buffers[name]

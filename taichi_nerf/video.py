@@ -122,9 +122,7 @@ def load_render_run(run_dir: str | os.PathLike, checkpoint: str = "latest",
     renderer = make_renderer(cfg, train.scene_aabb, train.near, train.far)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev).eval()
-    poses = CameraPoseParameters(state["initial_poses"],
-                                 preconditioner=state["poses"].get("preconditioner"))
-    poses.load_state_dict(state["poses"])
+    poses = CameraPoseParameters.from_state_dict(state["poses"])
     return RenderRun(renderer=renderer, train_poses=poses.get_poses().cpu(),
                      input_poses=(train.poses if state.get("ground_truth_poses") is None
                                   else torch.as_tensor(state["ground_truth_poses"]).cpu()),

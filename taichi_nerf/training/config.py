@@ -157,9 +157,13 @@ class TrainConfig:
     pose_preconditioning: Literal["none", "camp"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
     Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
-    pose_gauge: Literal["free", "fixed"] | None = None
-    """fixed: after every pose step remove the rigid motion of the whole rig (which the images
-    cannot see: the gauge), so the rig stays where the initial poses put it; free: leave it."""
+    pose_gauge: Literal["free", "fixed", "rig"] | None = None
+    """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
+    free: as part of each camera's delta; fixed: removed after every pose step (the rig stays
+    where the initial poses put it); rig: removed from the per-camera deltas and learned as one
+    shared motion of the whole rig (plain Adam at --rig-lr)."""
+    rig_lr: float = 3e-3
+    """Learning rate of the shared rig motion (pose_gauge=rig; radians, and rig radii)."""
     camp_damping: float = 0.1
     """Damping of the CamP preconditioner, relative to the mean eigenvalue of J^T J."""
     pose_grad_clip: float | None = None
@@ -328,7 +332,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    for name in ("lr", "pose_lr", "lr_final", "pose_lr_final"):
+    for name in ("lr", "pose_lr", "lr_final", "pose_lr_final", "rig_lr"):
         value = getattr(cfg, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, "

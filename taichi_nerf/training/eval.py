@@ -252,9 +252,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
     renderer = make_renderer(cfg, test_set.scene_aabb, test_set.near, test_set.far)
     renderer.load_state_dict(state["renderer"])
     renderer.to(dev)
-    poses = CameraPoseParameters(state["initial_poses"],
-                                 preconditioner=state["poses"].get("preconditioner"))
-    poses.load_state_dict(state["poses"])
+    poses = CameraPoseParameters.from_state_dict(state["poses"])
     learned, gt = poses.get_poses(), state["ground_truth_poses"]
     background = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
     images_dir = run_dir / "images" if write else None

@@ -56,14 +56,18 @@ class PoseOptimizer:
     def __init__(self, pose_params: CameraPoseParameters, cfg, scene_aabb=None) -> None:
         self.pose_params = pose_params
         self.gauge = None
-        if cfg.pose_gauge == "fixed" and cfg.pose_mode == "both":
-            self.gauge = _Gauge(pose_params, scene_aabb)
+        if cfg.pose_gauge in ("fixed", "rig") and cfg.pose_mode == "both":
+            self.gauge = _Gauge(pose_params, scene_aabb, rig=cfg.pose_gauge == "rig")
         self.params = [p for p in pose_params.parameters() if p.requires_grad]
         self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
             cfg.pose_prior
         self.optimizer = self.scheduler = None
         if self.params:
-            self.optimizer = torch.optim.Adam(self.params, lr=cfg.pose_lr)
+            rig = [p for name, p in pose_params.named_parameters() if name == "rig_motion"]
+            groups = [{"params": [p for p in self.params if all(p is not r for r in rig)]}]
+            if rig:  # the shared rig motion steps in radians, at the unpreconditioned rate
+                groups.append({"params": rig, "lr": cfg.rig_lr})
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
             ratio = cfg.pose_lr_final / cfg.pose_lr
             decay = cfg.num_iters - cfg.pose_opt_delay
             warmup = cfg.pose_lr_warmup
@@ -134,10 +138,12 @@ def _scheduler_state(scheduler) -> dict[str, Any] | None:
 
 
 class _Gauge:
-    """Keeps the rig's global rigid motion at zero (``pose_gauge="fixed"``), see
-    :func:`taichi_nerf.pose_precond.remove_rig_motion`."""
+    """Keeps the per-camera deltas free of any global rigid motion of the rig, see
+    :func:`taichi_nerf.pose_precond.remove_rig_motion`: ``pose_gauge="fixed"`` leaves the rig
+    where the initial poses put it; ``"rig"`` gives the rig one shared rigid motion of its own
+    (``rig_motion``, plain Adam at ``rig_lr``) that learns from every camera's gradient."""
 
-    def __init__(self, pose_params: CameraPoseParameters, scene_aabb) -> None:
+    def __init__(self, pose_params: CameraPoseParameters, scene_aabb, rig: bool = False) -> None:
         from taichi_nerf.pose_precond import rig_motion_basis
 
         initial = pose_params.initial_poses.detach().double()
@@ -150,20 +156,27 @@ class _Gauge:
         self.scale = float((centres - pivot).norm(dim=-1).mean().clamp_min(1e-6))
         self.basis = rig_motion_basis(centres, pivot, self.scale)
         self.pose_params = pose_params
-        self.p_inverse = (torch.linalg.pinv(pose_params.preconditioner.double())
-                          if pose_params.preconditioned else None)
+        if rig and "rig_motion" not in dict(pose_params.named_parameters()):
+            pose_params.add_rig_motion(self.basis)
+        if not pose_params.preconditioned:
+            raise ValueError("--pose-gauge fixed/rig needs --pose-preconditioning camp (the rig "
+                             "motion is removed in CamP's whitened metric)")
+        # The rig motion as latent directions: z-space images of the basis, B_i = P_i^-1 A_i.
+        p_inverse = torch.linalg.pinv(pose_params.preconditioner.double())
+        self.b_basis = p_inverse @ self.basis
 
     @torch.no_grad()
     def apply(self) -> None:
-        from taichi_nerf.pose_precond import remove_rig_motion
-
+        """Remove the rig motion from the latents, fitted in the whitened metric ``|z|``: there
+        the rig motion (soft for every camera) and what the images do see are orthogonal, so
+        an observable correction (e.g. every camera turning in place) is left alone."""
         params = self.pose_params
-        omega, delta_t = params.deltas()
-        deltas = torch.cat([omega, delta_t], -1).double()
-        fixed = remove_rig_motion(deltas, self.basis, self.scale)
-        if self.p_inverse is not None:
-            change = (self.p_inverse @ (fixed - deltas)[..., None])[..., 0]
-            params.latent.add_(change.to(params.latent.dtype))
-        else:
-            params.rotation_delta.copy_(fixed[:, :3])
-            params.translation_delta.copy_(fixed[:, 3:])
+        z = params.latent.double()
+        change = -(self.b_basis @ self.fit(z)[:, None])[..., 0]
+        params.latent.add_(change.to(params.latent.dtype))
+
+    def fit(self, z: torch.Tensor) -> torch.Tensor:
+        """Least-squares rig motion ``g [6]`` of latents ``z [N, 6]``: ``z_i ~ P_i^-1 A_i g``."""
+        b = self.b_basis
+        lhs = torch.einsum("nij,nik->jk", b, b)
+        return torch.linalg.solve(lhs, torch.einsum("nij,ni->j", b, z))
