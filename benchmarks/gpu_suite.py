@@ -59,13 +59,15 @@ def _pytest(junit: Path, paths: list[str], extra: list[str]) -> list[str]:
 def _lego_args(out: Path, quick: bool, steps: int, device: str) -> list[str]:
     """Flags shared by the joint and the clean rows (same scene, size, steps, evaluation)."""
     data = os.environ.get("TAICHI_NERF_DATA", str(ROOT / "data"))
+    # Quick: one validation at the end; full: also one halfway (a checkpoint if the row times out).
+    val_every = steps if quick else max(steps // 2, 1)
     common = ["--output-dir", str(out / "runs"), "--no-progress", "--device", device,
-              "--num-iters", str(steps), "--val-every", str(max(steps // 2, 1))]
+              "--num-iters", str(steps), "--val-every", str(val_every)]
     if quick:  # the built-in demo scene, a tiny field
         return common + ["--scene", "demo", "--data-dir", str(ROOT / "data"), "--downscale", "4",
                          "--ngp.n-levels", "4", "--ngp.log2-table-size", "12",
                          "--ngp.finest-resolution", "64", "--ngp.grid-resolution", "32",
-                         "--pose-opt-delay", "3", "--eval.num-test-views", "1",
+                         "--pose-opt-delay", "2", "--eval.num-test-views", "1",
                          "--num-val-views", "1"]
     return common + ["--scene", "lego", "--data-dir", data, "--downscale", "2",
                      "--eval.num-test-views", "10", "--num-val-views", "1"]
@@ -133,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="folder for every result (created)")
     parser.add_argument("--quick", action="store_true", help="same stages, tiny, on the CPU")
     parser.add_argument("--lego-steps", type=int, default=None,
-                        help="training steps of both lego rows (default 1000; quick: 6)")
+                        help="training steps of both lego rows (default 1000; quick: 4)")
     parser.add_argument("--only", nargs="+", default=None, help="run just these stages")
     args = parser.parse_args(argv)
     out = args.results.resolve()
     out.mkdir(parents=True, exist_ok=True)
     from gpu_suite_report import environment, lego_summary  # noqa: E402 (benchmarks/ helper)
 
-    steps = args.lego_steps or (6 if args.quick else 1000)
+    steps = args.lego_steps or (4 if args.quick else 1000)
     summary = {"suite": "gpu_suite", "quick": args.quick, "lego_steps": steps,
                "environment": environment(), "stages": []}
     tic = time.perf_counter()

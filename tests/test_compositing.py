@@ -266,13 +266,11 @@ TRANS_F32_ATOL = 2e-6
 def test_exclusive_transmittance_float32_matches_a_float64_loop():
     from taichi_nerf.kernels.packed import exclusive_transmittance
 
-    inputs = random_samples(2000, 200, torch.float64, "cpu")
+    inputs = random_samples(500, 400, torch.float64, "cpu")
     tau = inputs["sigmas"] * (inputs["t_ends"] - inputs["t_starts"])
     ray_indices, n_rays = inputs["ray_indices"], inputs["n_rays"]
-    want = torch.empty_like(tau)
-    for r in range(n_rays):
-        m = ray_indices == r
-        want[m] = torch.exp(-(torch.cumsum(tau[m], 0) - tau[m]))
+    counts = torch.bincount(ray_indices, minlength=n_rays).tolist()
+    want = torch.cat([torch.exp(-(torch.cumsum(t, 0) - t)) for t in torch.split(tau, counts)])
     got = exclusive_transmittance(tau.float(), ray_indices, n_rays)
     assert got.dtype == torch.float32
     assert tau.sum() > 1e4  # a global float32 cumsum would lose ~1e-3 here
