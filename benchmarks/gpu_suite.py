@@ -92,7 +92,9 @@ def stages(out: Path, quick: bool, lego_steps: int) -> list[Stage]:
         Stage("tests_cuda", _pytest(out / "tests_cuda.xml", tests_cuda,
                                     [] if quick else ["--ignore=tests/test_gpu_suite.py"]),
               60 if quick else 130, {"TAICHI_NERF_TEST_ARCH": dev}),
-        Stage("tests_cpu_kernels", _pytest(out / "tests_cpu_kernels.xml", tests_cpu, []),
+        # The two-run training determinism test stays in CI: too slow for this stage's budget.
+        Stage("tests_cpu_kernels", _pytest(out / "tests_cpu_kernels.xml", tests_cpu,
+                                           [] if quick else ["-k", "not two_joint"]),
               60 if quick else 50, {"TAICHI_NERF_TEST_ARCH": "cpu", "CUDA_VISIBLE_DEVICES": ""}),
         Stage("kernels_cuda", kernels, 60 if quick else 50),
         Stage("lego_joint", train + lego + ["--experiment-name", "lego_joint", "--init-mode",

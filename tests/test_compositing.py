@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -213,6 +213,7 @@ def test_packed_info(device):
     assert [s for s, c in zip(starts.tolist(), counts.tolist()) if c] == [0, 2, 5]
 
 
+@cpu_session
 def test_invalid_inputs_raise_value_error():
     inputs = random_samples(6, 5, torch.float32, "cpu", empty_share=0.0)
     m = inputs["sigmas"].shape[0]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -211,6 +211,7 @@ def test_near_far_per_ray_tensors(device):
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+@cpu_session
 def test_invalid_inputs_raise_value_error():
     grid = random_grid(4, 0.5, "cpu")
     rays_o, rays_d = random_rays(5, torch.float32, "cpu")
