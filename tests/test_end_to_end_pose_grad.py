@@ -1,8 +1,8 @@
 """End to end to the pose: the photometric loss's gradient on the pose deltas is right.
 
 CameraPoseParameters -> pixels_to_rays -> march_rays -> positions in torch (gather_rays) ->
-hash_encode + sh_encode -> tiny MLP -> composite -> loss. The sample t's are marched once and held fixed, so
-the loss is a smooth-enough function of the deltas to compare with central differences.
+hash_encode + sh_encode -> tiny MLP -> composite -> loss. The sample t's are marched once and held
+fixed, so the loss is a smooth-enough function of the deltas to compare with central differences.
 """
 
 import pytest
