@@ -80,11 +80,12 @@ def stages(out: Path, quick: bool, lego_steps: int) -> list[Stage]:
     tests_cuda = ["tests/test_sh.py"] if quick else ["tests"]
     tests_cpu = ["tests/test_sh.py"] if quick else KERNEL_TESTS
     kernels = [sys.executable, "benchmarks/kernels.py", "--device", dev,
-               "--json", str(out / "kernels_cuda.json")] + (["--quick", "--ops", "sh"] if quick else [])
-    step = [sys.executable, "benchmarks/step_profile.py", "--device", dev,
-            "--json", str(out / "step_cuda.json"), "--profile-json", str(out / "profile_cuda.json")]
-    step += ["--quick"] if quick else ["--scene", "lego", "--data-dir",
-                                      os.environ.get("TAICHI_NERF_DATA", "data"), "--downscale", "2"]
+               "--json", str(out / "kernels_cuda.json")]
+    kernels += ["--quick", "--ops", "sh"] if quick else []
+    step = [sys.executable, "benchmarks/step_profile.py", "--device", dev, "--json",
+            str(out / "step_cuda.json"), "--profile-json", str(out / "profile_cuda.json")]
+    data = os.environ.get("TAICHI_NERF_DATA", "data")
+    step += ["--quick"] if quick else ["--scene", "lego", "--data-dir", data, "--downscale", "2"]
     train = [sys.executable, "examples/train_pose_opt.py"]
     fixed = [sys.executable, "examples/train.py"]
     return [

@@ -370,8 +370,8 @@ def test_packed_info_matches_the_twin(device):
     assert torch.equal(info.counts, twin_info.counts) and torch.equal(info.starts, twin_info.starts)
     assert (info.n_samples, info.max_count) == (twin_info.n_samples, twin_info.max_count)
     assert info.counts.dtype == info.starts.dtype == torch.int32
-    assert torch.equal(torch.repeat_interleave(torch.arange(300, device=device), info.counts.long()),
-                       samples[0])
+    ray_of_sample = torch.repeat_interleave(torch.arange(300, device=device), info.counts.long())
+    assert torch.equal(ray_of_sample, samples[0])
 
 
 @pytest.mark.parametrize("device", DEVICES)
