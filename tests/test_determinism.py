@@ -102,7 +102,7 @@ def _final_poses(tmp_path, name):
         # A small field and coarse marching: the point is the order of the sums, not quality.
         # Still ~15k samples a step, so the ray gathers' 3 x 15k gradients are past torch's
         # parallel grain (32768), where its own values[idx] backward used atomics.
-        ngp=NGPConfig(target_samples=0, n_levels=4, log2_table_size=12, finest_resolution=64,
+        ngp=NGPConfig(target_samples=0, n_levels=2, log2_table_size=12, finest_resolution=32,
                       grid_resolution=32, marching_steps=64, hidden_dim=16),
     )
     run = train_with_pose_optimization(cfg)["output_dir"]
