@@ -115,3 +115,16 @@ def test_reference_twins_import_no_taichi(tmp_path):
     proc = _run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-3:] == ["4", "16", "False"]
+
+
+def test_cuda_session_judges_cpu_only_failures():
+    # The conftest rule that turns a CPU-only test's failure into a skip in the CUDA session.
+    from conftest import cpu_session_reason
+
+    switch = runtime.BackendSwitchError("Taichi already runs on 'cuda'")
+    other = AssertionError("exit code 1")
+    assert cpu_session_reason(False, switch, [], set()) == str(switch)
+    assert cpu_session_reason(True, switch, [], set()) is None  # a device test: a real failure
+    assert cpu_session_reason(False, other, ["got CPU tensors"], set()) == "got CPU tensors"
+    assert cpu_session_reason(False, other, [], set()) is None
+    assert cpu_session_reason(False, other, [], {id(other)}) is not None
