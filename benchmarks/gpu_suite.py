@@ -59,13 +59,15 @@ def _pytest(junit: Path, paths: list[str], extra: list[str]) -> list[str]:
 def _lego_args(out: Path, quick: bool, steps: int, device: str) -> list[str]:
     """Flags shared by the joint and the clean rows (same scene, size, steps, evaluation)."""
     data = os.environ.get("TAICHI_NERF_DATA", str(ROOT / "data"))
+    # Quick: one validation at the end; full: also one halfway (a checkpoint if the row times out).
+    val_every = steps if quick else max(steps // 2, 1)
     common = ["--output-dir", str(out / "runs"), "--no-progress", "--device", device,
-              "--num-iters", str(steps), "--val-every", str(max(steps // 2, 1))]
+              "--num-iters", str(steps), "--val-every", str(val_every)]
     if quick:  # the built-in demo scene, a tiny field
         return common + ["--scene", "demo", "--data-dir", str(ROOT / "data"), "--downscale", "4",
                          "--ngp.n-levels", "4", "--ngp.log2-table-size", "12",
                          "--ngp.finest-resolution", "64", "--ngp.grid-resolution", "32",
-                         "--pose-opt-delay", "3", "--eval.num-test-views", "1",
+                         "--pose-opt-delay", "2", "--eval.num-test-views", "1",
                          "--num-val-views", "1"]
     return common + ["--scene", "lego", "--data-dir", data, "--downscale", "2",
                      "--eval.num-test-views", "10", "--num-val-views", "1"]
@@ -78,28 +80,45 @@ def stages(out: Path, quick: bool, lego_steps: int) -> list[Stage]:
     tests_cuda = ["tests/test_sh.py"] if quick else ["tests"]
     tests_cpu = ["tests/test_sh.py"] if quick else KERNEL_TESTS
     kernels = [sys.executable, "benchmarks/kernels.py", "--device", dev,
-               "--json", str(out / "kernels_cuda.json")] + (["--quick", "--ops", "sh"] if quick else [])
-    step = [sys.executable, "benchmarks/step_profile.py", "--device", dev,
-            "--json", str(out / "step_cuda.json"), "--profile-json", str(out / "profile_cuda.json")]
-    step += ["--quick"] if quick else ["--scene", "lego", "--data-dir",
-                                      os.environ.get("TAICHI_NERF_DATA", "data"), "--downscale", "2"]
+               "--json", str(out / "kernels_cuda.json")]
+    kernels += ["--quick", "--ops", "sh"] if quick else []
+    step = [sys.executable, "benchmarks/step_profile.py", "--device", dev, "--json",
+            str(out / "step_cuda.json"), "--profile-json", str(out / "profile_cuda.json")]
+    data = os.environ.get("TAICHI_NERF_DATA", "data")
+    step += ["--quick"] if quick else ["--scene", "lego", "--data-dir", data, "--downscale", "2"]
     train = [sys.executable, "examples/train_pose_opt.py"]
     fixed = [sys.executable, "examples/train.py"]
     return [
         # The quick-suite test runs this very suite on the CPU: not worth GPU-machine time.
         Stage("tests_cuda", _pytest(out / "tests_cuda.xml", tests_cuda,
                                     [] if quick else ["--ignore=tests/test_gpu_suite.py"]),
-              60 if quick else 130, {"TAICHI_NERF_TEST_ARCH": dev}),
-        Stage("tests_cpu_kernels", _pytest(out / "tests_cpu_kernels.xml", tests_cpu, []),
+              60 if quick else 150, {"TAICHI_NERF_TEST_ARCH": dev}),
+        # The two-run training determinism test stays in CI: too slow for this stage's budget.
+        Stage("tests_cpu_kernels", _pytest(out / "tests_cpu_kernels.xml", tests_cpu,
+                                           [] if quick else ["-k", "not two_joint"]),
               60 if quick else 50, {"TAICHI_NERF_TEST_ARCH": "cpu", "CUDA_VISIBLE_DEVICES": ""}),
         Stage("kernels_cuda", kernels, 60 if quick else 50),
         Stage("lego_joint", train + lego + ["--experiment-name", "lego_joint", "--init-mode",
               "noisy", "--rotation-noise", "2", "--translation-noise-pct", "1"],
-              90 if quick else 100),
+              90 if quick else 95),
         Stage("lego_clean_fixed", fixed + lego + ["--experiment-name", "lego_clean_fixed",
-              "--init-mode", "clean"], 90 if quick else 85),
+              "--init-mode", "clean"], 90 if quick else 80),
         Stage("profile", step, 60 if quick else 45),
     ]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT first (pytest then still writes its junit XML and summary), then TERM, then KILL."""
+    for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_stage(stage: Stage, out: Path) -> dict:
@@ -116,12 +135,7 @@ def run_stage(stage: Stage, out: Path) -> dict:
             rc = proc.wait(timeout=stage.limit_s)
             status = "ok" if rc == 0 else "failed"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop(proc)
             rc, status = None, "timeout"
     return {"stage": stage.name, "status": status, "returncode": rc, "limit_s": stage.limit_s,
             "wall_s": round(time.perf_counter() - tic, 1), "log": log.name,
@@ -133,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="folder for every result (created)")
     parser.add_argument("--quick", action="store_true", help="same stages, tiny, on the CPU")
     parser.add_argument("--lego-steps", type=int, default=None,
-                        help="training steps of both lego rows (default 1000; quick: 6)")
+                        help="training steps of both lego rows (default 1000; quick: 4)")
     parser.add_argument("--only", nargs="+", default=None, help="run just these stages")
     args = parser.parse_args(argv)
     out = args.results.resolve()
     out.mkdir(parents=True, exist_ok=True)
     from gpu_suite_report import environment, lego_summary  # noqa: E402 (benchmarks/ helper)
 
-    steps = args.lego_steps or (6 if args.quick else 1000)
+    steps = args.lego_steps or (4 if args.quick else 1000)
     summary = {"suite": "gpu_suite", "quick": args.quick, "lego_steps": steps,
                "environment": environment(), "stages": []}
     tic = time.perf_counter()

@@ -94,8 +94,11 @@ def hash_case(device: str, quick: bool, gen: torch.Generator) -> Case:
     v = torch.randn(n, spec.output_dim, generator=gen).to(device)
 
     def run(op, backward):
-        out = op(x, table, spec)
-        return _grad(out, [x, table], v) if backward else out
+        # The forward alone wants no x-gradient, as at inference (with one, hash_encode also
+        # stores d(features)/dx for its backward; that cost is in the fwd+bwd column).
+        if not backward:
+            return op(x.detach(), table, spec)
+        return _grad(op(x, table, spec), [x, table], v)
 
     def check():
         with torch.no_grad():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -213,6 +213,7 @@ def test_packed_info(device):
     assert [s for s, c in zip(starts.tolist(), counts.tolist()) if c] == [0, 2, 5]
 
 
+@cpu_session
 def test_invalid_inputs_raise_value_error():
     inputs = random_samples(6, 5, torch.float32, "cpu", empty_share=0.0)
     m = inputs["sigmas"].shape[0]
@@ -266,13 +267,11 @@ TRANS_F32_ATOL = 2e-6
 def test_exclusive_transmittance_float32_matches_a_float64_loop():
     from taichi_nerf.kernels.packed import exclusive_transmittance
 
-    inputs = random_samples(2000, 200, torch.float64, "cpu")
+    inputs = random_samples(500, 400, torch.float64, "cpu")
     tau = inputs["sigmas"] * (inputs["t_ends"] - inputs["t_starts"])
     ray_indices, n_rays = inputs["ray_indices"], inputs["n_rays"]
-    want = torch.empty_like(tau)
-    for r in range(n_rays):
-        m = ray_indices == r
-        want[m] = torch.exp(-(torch.cumsum(tau[m], 0) - tau[m]))
+    counts = torch.bincount(ray_indices, minlength=n_rays).tolist()
+    want = torch.cat([torch.exp(-(torch.cumsum(t, 0) - t)) for t in torch.split(tau, counts)])
     got = exclusive_transmittance(tau.float(), ray_indices, n_rays)
     assert got.dtype == torch.float32
     assert tau.sum() > 1e4  # a global float32 cumsum would lose ~1e-3 here

@@ -1,8 +1,8 @@
 """End to end to the pose: the photometric loss's gradient on the pose deltas is right.
 
-CameraPoseParameters -> pixels_to_rays -> march_rays -> positions in torch -> hash_encode +
-sh_encode -> tiny MLP -> composite -> loss. The sample t's are marched once and held fixed, so
-the loss is a smooth-enough function of the deltas to compare with central differences.
+CameraPoseParameters -> pixels_to_rays -> march_rays -> positions in torch (gather_rays) ->
+hash_encode + sh_encode -> tiny MLP -> composite -> loss. The sample t's are marched once and held
+fixed, so the loss is a smooth-enough function of the deltas to compare with central differences.
 """
 
 import pytest
@@ -13,6 +13,7 @@ from torch import nn
 from taichi_nerf.kernels.compositing import composite
 from taichi_nerf.kernels.hash_grid import HashGridSpec, hash_encode
 from taichi_nerf.kernels.marching import OccupancyGrid, march_rays
+from taichi_nerf.kernels.packed import gather_rays
 from taichi_nerf.kernels.sh import sh_encode
 from taichi_nerf.poses import CameraPoseParameters
 from taichi_nerf.rays import pixels_to_rays
@@ -90,16 +91,20 @@ def test_pose_gradient_matches_finite_differences(device):
     grid.occupancy.copy_(torch.rand(8**3, device=device) < 0.6)
     with torch.no_grad():  # march once; the t's stay fixed for the gradient and the differences
         rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses(), intrinsics)
-        ray_indices, t_starts, t_ends = march_rays(grid, rays_o, rays_d, 0.5, 6.0, 0.15, 12)
+        ray_indices, t_starts, t_ends, info = march_rays(grid, rays_o, rays_d, 0.5, 6.0, 0.15, 12,
+                                                         return_packed_info=True)
     assert ray_indices.numel() >= 3 * n_rays  # enough samples to mean something
 
     def loss_fn():
         rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses(), intrinsics)
         t_mid = ((t_starts + t_ends) / 2)[:, None]
-        origins, directions = rays_o[ray_indices], rays_d[ray_indices]
+        # The render path's gathers (ordered per-ray backward) and packed_info, as in training.
+        origins = gather_rays(rays_o, ray_indices, info)
+        directions = gather_rays(rays_d, ray_indices, info)
         sigmas, rgbs = field(origins + t_mid * directions, directions)
         rgb, opacity, depth = composite(
-            sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background=background
+            sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background=background,
+            packed_info=info,
         )
         return (
             ((rgb - target_rgb) ** 2).sum()

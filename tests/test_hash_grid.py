@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common, hash_grid
@@ -184,6 +184,7 @@ def test_empty_input(device):
     assert v_table.shape == table.shape and (v_table == 0).all()
 
 
+@cpu_session
 def test_bad_inputs_raise_value_error():
     spec = SMALL_SPEC
     table = _random_table(spec, torch.float32, "cpu")

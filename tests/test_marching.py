@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -211,6 +211,7 @@ def test_near_far_per_ray_tensors(device):
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+@cpu_session
 def test_invalid_inputs_raise_value_error():
     grid = random_grid(4, 0.5, "cpu")
     rays_o, rays_d = random_rays(5, torch.float32, "cpu")
@@ -369,8 +370,8 @@ def test_packed_info_matches_the_twin(device):
     assert torch.equal(info.counts, twin_info.counts) and torch.equal(info.starts, twin_info.starts)
     assert (info.n_samples, info.max_count) == (twin_info.n_samples, twin_info.max_count)
     assert info.counts.dtype == info.starts.dtype == torch.int32
-    assert torch.equal(torch.repeat_interleave(torch.arange(300, device=device), info.counts.long()),
-                       samples[0])
+    ray_of_sample = torch.repeat_interleave(torch.arange(300, device=device), info.counts.long())
+    assert torch.equal(ray_of_sample, samples[0])
 
 
 @pytest.mark.parametrize("device", DEVICES)

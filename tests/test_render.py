@@ -1,7 +1,8 @@
 """render_rays / render_image: occlusion pruning, agreement with dense compositing, chunking."""
 
+import pytest
 import torch
-from conftest import random_rays
+from conftest import DEVICES, random_rays
 
 from taichi_nerf.render import prune_occluded, render_image, render_rays
 
@@ -16,14 +17,14 @@ def _blob_field(positions, directions):
     return sigma, rgb
 
 
-def _rays(n, seed=0):
-    return random_rays(n, seed, target_std=0.5)
+def _rays(n, seed=0, device="cpu"):
+    return tuple(t.to(device) for t in random_rays(n, seed, target_std=0.5))
 
 
-def _full_grid():
+def _full_grid(device="cpu"):
     from taichi_nerf.kernels.marching import OccupancyGrid
 
-    grid = OccupancyGrid(AABB, resolution=8)
+    grid = OccupancyGrid(AABB, resolution=8).to(device)
     grid.mark_all_occupied()
     return grid
 
@@ -66,12 +67,13 @@ def test_prune_occluded_matches_a_per_ray_loop():
         assert torch.equal(keep[m], trans >= eps), r
 
 
-def test_render_rays_matches_dense_compositing_and_chunking():
+@pytest.mark.parametrize("device", DEVICES)
+def test_render_rays_matches_dense_compositing_and_chunking(device):
     from taichi_nerf.kernels.marching import march_rays
 
-    rays_o, rays_d = _rays(48)
-    background = torch.tensor([1.0, 0.5, 0.0])
-    grid = _full_grid()
+    rays_o, rays_d = _rays(48, device=device)
+    background = torch.tensor([1.0, 0.5, 0.0], device=device)
+    grid = _full_grid(device)
     out = render_rays(_blob_field, grid, rays_o, rays_d, near=1.0, far=5.0, step_size=0.02,
                       background=background)
     ray_indices, t_starts, t_ends = march_rays(grid, rays_o, rays_d, 1.0, 5.0, 0.02)
@@ -91,10 +93,11 @@ def test_render_rays_matches_dense_compositing_and_chunking():
     assert pieces["depth"].shape == (6, 8)
 
 
-def test_pruning_changes_the_image_by_less_than_eps():
-    rays_o, rays_d = _rays(48, seed=2)
-    background = torch.ones(3)
-    grid = _full_grid()
+@pytest.mark.parametrize("device", DEVICES)
+def test_pruning_changes_the_image_by_less_than_eps(device):
+    rays_o, rays_d = _rays(48, seed=2, device=device)
+    background = torch.ones(3, device=device)
+    grid = _full_grid(device)
     full = render_rays(_blob_field, grid, rays_o, rays_d, near=1.0, far=5.0, step_size=0.02,
                        background=background)
     pruned = render_rays(_blob_field, grid, rays_o, rays_d, near=1.0, far=5.0, step_size=0.02,
@@ -104,12 +107,13 @@ def test_pruning_changes_the_image_by_less_than_eps():
     assert (pruned["rgb"] - full["rgb"]).abs().max() < 2e-4
 
 
-def test_render_rays_sends_gradients_to_the_rays():
-    rays_o, rays_d = _rays(16, seed=3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_render_rays_sends_gradients_to_the_rays(device):
+    rays_o, rays_d = _rays(16, seed=3, device=device)
     rays_o.requires_grad_()
     rays_d.requires_grad_()
-    out = render_rays(_blob_field, _full_grid(), rays_o, rays_d, near=1.0, far=5.0,
-                      step_size=0.05, background=torch.ones(3))
+    out = render_rays(_blob_field, _full_grid(device), rays_o, rays_d, near=1.0, far=5.0,
+                      step_size=0.05, background=torch.ones(3, device=device))
     v_o, v_d = torch.autograd.grad(out["rgb"].sum(), [rays_o, rays_d])
     assert v_o.abs().sum() > 0 and v_d.abs().sum() > 0
 
@@ -143,10 +147,11 @@ def test_gather_rays_matches_its_twin_and_gradchecks():
     assert torch.autograd.gradcheck(lambda x: gather_rays(x, shuffled), (small,))
 
 
-def test_render_rays_keys_types_and_packed_info():
-    rays_o, rays_d = _rays(32, seed=3)
-    out = render_rays(_blob_field, _full_grid(), rays_o, rays_d, near=1.0, far=5.0,
-                      step_size=0.05, background=torch.ones(3),
+@pytest.mark.parametrize("device", DEVICES)
+def test_render_rays_keys_types_and_packed_info(device):
+    rays_o, rays_d = _rays(32, seed=3, device=device)
+    out = render_rays(_blob_field, _full_grid(device), rays_o, rays_d, near=1.0, far=5.0,
+                      step_size=0.05, background=torch.ones(3, device=device),
                       density_fn=lambda p: _blob_field(p, p)[0])
     assert {"rgb", "opacity", "depth", "num_samples", "num_marched"} <= set(out)
     assert type(out["num_samples"]) is int and type(out["num_marched"]) is int

@@ -84,10 +84,12 @@ def test_run_on_cpu_backend_gives_the_in_process_cpu_answer():
 def test_cpu_tensors_on_the_cuda_backend_are_refused(monkeypatch):
     # No GPU needed: pretend the backend is CUDA; the check runs before any launch.
     monkeypatch.setattr(runtime, "_arch", "cuda")
-    with pytest.raises(runtime.DeviceMismatchError, match="CPU tensors but Taichi runs on the CUDA"):
+    with pytest.raises(runtime.DeviceMismatchError,
+                       match="CPU tensors but Taichi runs on the CUDA"):
         runtime.ensure_initialized(torch.device("cpu"), op="sh_encode")
     monkeypatch.setattr(runtime, "_arch", "cpu")
-    with pytest.raises(runtime.DeviceMismatchError, match="CUDA tensors but Taichi runs on the CPU"):
+    with pytest.raises(runtime.DeviceMismatchError,
+                       match="CUDA tensors but Taichi runs on the CPU"):
         runtime.ensure_initialized(torch.device("cuda"), op="sh_encode")
 
 
@@ -105,10 +107,24 @@ def test_reference_twins_import_no_taichi(tmp_path):
         "sys.modules['taichi_nerf'] = pkg\n"
         "from taichi_nerf import reference as ref\n"
         "from taichi_nerf.kernels.specs import HashGridSpec\n"
-        "spec = HashGridSpec(n_levels=2, log2_table_size=8, base_resolution=4, finest_resolution=8)\n"
+        "spec = HashGridSpec(n_levels=2, log2_table_size=8, base_resolution=4,\n"
+        "                    finest_resolution=8)\n"
         "out = ref.hash_encode(torch.rand(4, 3), torch.rand(spec.table_size, 2), spec)\n"
         "print(out.shape[1], ref.sh_encode(torch.rand(2, 3)).shape[1], 'taichi' in sys.modules)\n"
     )
     proc = _run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-3:] == ["4", "16", "False"]
+
+
+def test_cuda_session_judges_cpu_only_failures():
+    # The conftest rule that turns a CPU-only test's failure into a skip in the CUDA session.
+    from conftest import cpu_session_reason
+
+    switch = runtime.BackendSwitchError("Taichi already runs on 'cuda'")
+    other = AssertionError("exit code 1")
+    assert cpu_session_reason(False, switch, [], set()) == str(switch)
+    assert cpu_session_reason(True, switch, [], set()) is None  # a device test: a real failure
+    assert cpu_session_reason(False, other, ["got CPU tensors"], set()) == "got CPU tensors"
+    assert cpu_session_reason(False, other, [], set()) is None
+    assert cpu_session_reason(False, other, [], {id(other)}) is not None

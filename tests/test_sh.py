@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
+from conftest import DEVICES, cpu_session, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -113,6 +113,7 @@ def test_non_contiguous_input():
     torch.testing.assert_close(sh_encode(d), ref.sh_encode(d), atol=FWD_ATOL[torch.float32], rtol=0)
 
 
+@cpu_session
 def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match=r"d must have shape \[N, 3\]"):
         sh_encode(torch.rand(4, 2))

@@ -34,10 +34,15 @@ _EXPORTS = {
     "gather_rays": "packed",
 }
 
+_SUBMODULES = ("hash_grid", "sh", "marching", "compositing", "specs", "packed", "_common",
+               "_geometry")
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # ``taichi_nerf.kernels.marching`` without importing it first
+        return import_module(f"{__name__}.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,6 @@ with weights from ``p - c``.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
-import os
-
 import taichi as ti
 import torch
 from torch import nn
@@ -47,11 +45,12 @@ def _level_meta(spec: HashGridSpec, device: torch.device) -> torch.Tensor:
 # Taichi kernels. Work items are (level, point) pairs, level-major so that the items running at
 # one time read one level's table segment (4 MiB at T = 2^19, F = 2: it stays in cache).
 #
-# level_tasks=True (CPU backend): a parallel task walks all points of a level serially (the
-# backward groups a few levels per task). No two threads then touch the same table rows, so the
-# backward needs no atomics (a float atomic add is a CAS loop on x86, several times the cost of
-# a plain add), and there is no per-item index division. Up to 16 cores are kept busy.
-# level_tasks=False (GPU): one thread per (level, point) and atomic adds, as in instant-ngp.
+# level_tasks=True (CPU backend): a parallel task walks all points of a level serially. No two
+# threads then touch the same table rows, so the table gradient needs no atomics (a float atomic
+# add is a CAS loop on x86, several times the cost of a plain add) and sums in a fixed order, and
+# there is no per-item index division. level_tasks=False (GPU): one thread per (level, point) and
+# atomic adds into the table gradient, as in instant-ngp. The x-gradient comes from the
+# Jacobian the forward stores: one thread per point, no atomics, a fixed order on both.
 
 _CORNER_BITS = tuple(((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8))
 
@@ -96,18 +95,34 @@ def _factors(frac, c: ti.template(), dt: ti.template()):
 
 @ti.func
 def _forward_item(
-    x: ti.template(), table: ti.template(), out_levels: ti.template(), level, i, res, offset,
-    mask, n_features: ti.template(), dt: ti.template(),
+    x: ti.template(), table: ti.template(), out_levels: ti.template(), jac: ti.template(), level,
+    i, res, offset, mask, n_features: ti.template(), need_jac: ti.template(), dt: ti.template(),
 ):  # fmt: skip
     rows, frac = _locate(x, i, res, offset, mask, dt)
     acc = ti.Vector.zero(dt, n_features)
+    d_acc = ti.Matrix.zero(dt, n_features, 3)  # d(feature f)/d(frac_d)
     for c in ti.static(range(8)):
+        b = ti.static(_CORNER_BITS[c])
         f3 = _factors(frac, c, dt)
         w = f3[0] * f3[1] * f3[2]
         for f in ti.static(range(n_features)):
-            acc[f] += w * table[rows[c], f]
+            value = table[rows[c], f]
+            acc[f] += w * value
+            if ti.static(need_jac):
+                # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
+                d_acc[f, 0] += (value if b[0] else -value) * f3[1] * f3[2]
+                d_acc[f, 1] += (value if b[1] else -value) * f3[0] * f3[2]
+                d_acc[f, 2] += (value if b[2] else -value) * f3[0] * f3[1]
     for f in ti.static(range(n_features)):
         out_levels[level, i, f] = acc[f]
+    if ti.static(need_jac):
+        scale = ti.cast(res, dt)
+        for d in ti.static(range(3)):
+            xd = x[i, d]
+            # Clamping to [0, 1] passes the gradient only inside (boundaries included).
+            inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
+            for f in ti.static(range(n_features)):
+                jac[level, i, f, d] = d_acc[f, d] * scale if inside else ti.cast(0.0, dt)
 
 
 @ti.kernel
@@ -117,8 +132,10 @@ def _hash_forward_kernel(
     meta: ti.types.ndarray(),
     out_levels: ti.types.ndarray(),
     out: ti.types.ndarray(),
+    jac: ti.types.ndarray(),
     n_levels: ti.template(),
     n_features: ti.template(),
+    need_jac: ti.template(),
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
@@ -126,16 +143,21 @@ def _hash_forward_kernel(
 
     Writing out [N, L*F] directly from level-major work would touch a cache line of out per
     point and level (16x the traffic, evicting the table segment); the transpose is one pass.
+    With need_jac, also d(feature)/dx into jac [L, N, F, 3], while the corners' table rows are
+    in registers: the x-gradient is then one contraction in the backward (_hash_x_grad_kernel)
+    instead of a second pass over the table.
     """
     if ti.static(level_tasks):
         for level in range(n_levels):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
             for i in range(x.shape[0]):
-                _forward_item(x, table, out_levels, level, i, res, offset, mask, n_features, dt)
+                _forward_item(x, table, out_levels, jac, level, i, res, offset, mask,
+                              n_features, need_jac, dt)  # fmt: skip
     else:
         for level, i in ti.ndrange(n_levels, x.shape[0]):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
-            _forward_item(x, table, out_levels, level, i, res, offset, mask, n_features, dt)
+            _forward_item(x, table, out_levels, jac, level, i, res, offset, mask, n_features,
+                          need_jac, dt)  # fmt: skip
     for i in range(x.shape[0]):
         for level in ti.static(range(n_levels)):
             for f in ti.static(range(n_features)):
@@ -143,138 +165,88 @@ def _hash_forward_kernel(
 
 
 @ti.func
-def _backward_item(
-    x: ti.template(), table: ti.template(), v_out_levels: ti.template(), v_table: ti.template(),
-    v_x: ti.template(), group, level, i, res, offset, mask, n_features: ti.template(),
-    need_table: ti.template(), need_x: ti.template(), level_tasks: ti.template(),
-    dt: ti.template(),
+def _table_grad_item(
+    x: ti.template(), v_out_levels: ti.template(), v_table: ti.template(), level, i, res, offset,
+    mask, n_features: ti.template(), level_tasks: ti.template(), dt: ti.template(),
 ):  # fmt: skip
     rows, frac = _locate(x, i, res, offset, mask, dt)
-    g = ti.Vector.zero(dt, n_features)
-    for f in ti.static(range(n_features)):
-        g[f] = v_out_levels[level, i, f]
-    v_frac = ti.Vector.zero(dt, 3)
     for c in ti.static(range(8)):
-        b = ti.static(_CORNER_BITS[c])
         f3 = _factors(frac, c, dt)
-        row = rows[c]
-        if ti.static(need_table):
-            w = f3[0] * f3[1] * f3[2]
-            for f in ti.static(range(n_features)):
-                if ti.static(level_tasks):
-                    # This task owns the level's rows: a plain read-modify-write is safe.
-                    v_table[row, f] = v_table[row, f] + w * g[f]
-                else:
-                    ti.atomic_add(v_table[row, f], w * g[f])
-        if ti.static(need_x):
-            dot = ti.cast(0.0, dt)
-            for f in ti.static(range(n_features)):
-                dot += g[f] * table[row, f]
-            # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
-            v_frac[0] += (dot if b[0] else -dot) * f3[1] * f3[2]
-            v_frac[1] += (dot if b[1] else -dot) * f3[0] * f3[2]
-            v_frac[2] += (dot if b[2] else -dot) * f3[0] * f3[1]
-    if ti.static(need_x):
-        scale = ti.cast(res, dt)
-        for d in ti.static(range(3)):
-            xd = x[i, d]
-            # Clamping to [0, 1] passes the gradient only inside (boundaries included).
-            if xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt):
-                if ti.static(level_tasks):
-                    v_x[group, i, d] = v_x[group, i, d] + v_frac[d] * scale
-                else:
-                    ti.atomic_add(v_x[i, d], v_frac[d] * scale)
+        w = f3[0] * f3[1] * f3[2]
+        for f in ti.static(range(n_features)):
+            g = w * v_out_levels[level, i, f]
+            if ti.static(level_tasks):
+                # This task owns the level's rows: a plain read-modify-write is safe.
+                v_table[rows[c], f] = v_table[rows[c], f] + g
+            else:
+                ti.atomic_add(v_table[rows[c], f], g)
 
 
 @ti.kernel
-def _hash_backward_kernel(
+def _hash_table_grad_kernel(
     x: ti.types.ndarray(),
-    table: ti.types.ndarray(),
     meta: ti.types.ndarray(),
     v_out: ti.types.ndarray(),
     v_out_levels: ti.types.ndarray(),
     v_table: ti.types.ndarray(),
-    v_x_groups: ti.types.ndarray(),
-    v_x: ti.types.ndarray(),
     n_levels: ti.template(),
-    n_groups: ti.i32,
     n_features: ti.template(),
-    need_table: ti.template(),
-    need_x: ti.template(),
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    """Writes every element of v_table [T, F] and v_x [N, 3] (no zero-filled inputs needed).
+    """Writes every element of v_table [T, F] (no zero-filled input needed).
 
-    level_tasks (CPU): task ``g`` of ``n_groups`` handles levels g, g + G, g + 2G, ... one after
-    the other. It clears each level's gradient segment just before filling it (still in cache)
-    and adds its x-gradients into its own slice v_x_groups[g] [N, 3]; a second loop, run after
-    the first completes, sums the G slices. No atomics, and G (about 2 per core) slices instead
-    of one per level keep the scratch small. Otherwise (GPU): one thread per (level, point),
-    atomic adds into v_table and v_x; v_x_groups is unused. A first loop copies v_out [N, L*F]
-    into the level-major v_out_levels [L, N, F] (see _hash_forward_kernel).
+    level_tasks (CPU): one task per level clears the level's gradient segment just before
+    filling it (still in cache), then adds in point order: no atomics, a fixed summation order.
+    Otherwise (GPU): one thread per (level, point), atomic adds. A first loop copies
+    v_out [N, L*F] into the level-major v_out_levels [L, N, F] (see _hash_forward_kernel).
     """
     for i in range(x.shape[0]):
         for level in ti.static(range(n_levels)):
             for f in ti.static(range(n_features)):
                 v_out_levels[level, i, f] = v_out[i, level * n_features + f]
     if ti.static(level_tasks):
-        # Two passes, table then x: each then keeps one 4 MiB array (gradient or table) of the
-        # level hot instead of both (measured 15% faster on this machine's shared L3).
-        if ti.static(need_table):
-            for level in range(n_levels):
-                res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
-                for r in range(meta[level, 3]):
-                    for f in ti.static(range(n_features)):
-                        v_table[offset + r, f] = ti.cast(0.0, dt)
-                for i in range(x.shape[0]):
-                    _backward_item(
-                        x, table, v_out_levels, v_table, v_x_groups, 0, level, i, res, offset,
-                        mask, n_features, True, False, level_tasks, dt,
-                    )  # fmt: skip
-        if ti.static(need_x):
-            for group in range(n_groups):
-                for i in range(x.shape[0]):
-                    for d in ti.static(range(3)):
-                        v_x_groups[group, i, d] = ti.cast(0.0, dt)
-                for k in range((n_levels - group + n_groups - 1) // n_groups):
-                    level = group + k * n_groups
-                    res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
-                    for i in range(x.shape[0]):
-                        _backward_item(
-                            x, table, v_out_levels, v_table, v_x_groups, group, level, i, res,
-                            offset, mask, n_features, False, True, level_tasks, dt,
-                        )  # fmt: skip
-        if ti.static(need_x):
+        for level in range(n_levels):
+            res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
+            for r in range(meta[level, 3]):
+                for f in ti.static(range(n_features)):
+                    v_table[offset + r, f] = ti.cast(0.0, dt)
             for i in range(x.shape[0]):
-                acc = ti.Vector.zero(dt, 3)
-                for group in range(n_groups):
-                    for d in ti.static(range(3)):
-                        acc[d] += v_x_groups[group, i, d]
-                for d in ti.static(range(3)):
-                    v_x[i, d] = acc[d]
+                _table_grad_item(x, v_out_levels, v_table, level, i, res, offset, mask,
+                                 n_features, level_tasks, dt)  # fmt: skip
     else:
-        if ti.static(need_table):
-            for r, f in ti.ndrange(v_table.shape[0], n_features):
-                v_table[r, f] = ti.cast(0.0, dt)
-        if ti.static(need_x):
-            for i, d in ti.ndrange(x.shape[0], 3):
-                v_x[i, d] = ti.cast(0.0, dt)
+        for r, f in ti.ndrange(v_table.shape[0], n_features):
+            v_table[r, f] = ti.cast(0.0, dt)
         for level, i in ti.ndrange(n_levels, x.shape[0]):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
-            _backward_item(
-                x, table, v_out_levels, v_table, v_x, 0, level, i, res, offset, mask,
-                n_features, need_table, need_x, level_tasks, dt,
-            )  # fmt: skip
+            _table_grad_item(x, v_out_levels, v_table, level, i, res, offset, mask, n_features,
+                             level_tasks, dt)  # fmt: skip
+
+
+@ti.kernel
+def _hash_x_grad_kernel(
+    v_out: ti.types.ndarray(),
+    jac: ti.types.ndarray(),
+    v_x: ti.types.ndarray(),
+    n_levels: ti.template(),
+    n_features: ti.template(),
+    dt: ti.template(),
+):
+    """v_x [N, 3] = sum over levels and features of v_out * jac: one thread per point, levels
+    in a fixed order (deterministic on every backend, no atomics)."""
+    for i in range(v_x.shape[0]):
+        acc = ti.Vector.zero(dt, 3)
+        for level in ti.static(range(n_levels)):
+            for f in ti.static(range(n_features)):
+                g = v_out[i, level * n_features + f]
+                for d in ti.static(range(3)):
+                    acc[d] += g * jac[level, i, f, d]
+        for d in ti.static(range(3)):
+            v_x[i, d] = acc[d]
 
 
 def _level_tasks() -> bool:
     return current_arch() == "cpu"
-
-
-def _cpu_groups(n_levels: int) -> int:
-    """Backward tasks on the CPU: about two per core for load balance, at most one per level."""
-    return max(1, min(n_levels, 2 * (os.cpu_count() or 1)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,64 +256,60 @@ def _cpu_groups(n_levels: int) -> int:
 class _HashEncodeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, spec: HashGridSpec):
+        need_x = ctx.needs_input_grad[0]
         with record_function("taichi_nerf.hash_encode.forward"):
             x_k, table_k = _common.for_kernel(x), _common.for_kernel(table)
-            out = _common.empty_like_poisoned(
-                (x.shape[0], spec.output_dim), dtype=x.dtype, device=x.device
-            )
-            meta = _level_meta(spec, x.device)
-            if x.shape[0] > 0:
+            dtype, device, n = x.dtype, x.device, x.shape[0]
+            out = _common.empty_like_poisoned((n, spec.output_dim), dtype=dtype, device=device)
+            jac_shape = (spec.n_levels, n, spec.n_features, 3)
+            jac = None
+            if need_x:
+                jac = _common.empty_like_poisoned(jac_shape, dtype=dtype, device=device)
+            if n > 0:
                 out_levels = _common.empty_like_poisoned(
-                    (spec.n_levels, x.shape[0], spec.n_features), dtype=x.dtype, device=x.device
+                    (spec.n_levels, n, spec.n_features), dtype=dtype, device=device
                 )
+                unused = _common.placeholder((1, 1, spec.n_features, 3), dtype=dtype,
+                                             device=device)  # fmt: skip
                 _hash_forward_kernel(
-                    x_k, table_k, meta, out_levels, out, spec.n_levels, spec.n_features,
-                    _level_tasks(), _common.ti_dtype(x.dtype),
+                    x_k, table_k, _level_meta(spec, device), out_levels, out,
+                    jac if need_x else unused, spec.n_levels, spec.n_features, bool(need_x),
+                    _level_tasks(), _common.ti_dtype(dtype),
                 )  # fmt: skip
         ctx.spec = spec
-        need_x = ctx.needs_input_grad[0]
-        # x is always needed (weights); the table only for the x-gradient.
-        ctx.save_for_backward(x_k, table_k if need_x else None)
+        # x for the table gradient (weights); d(features)/dx for the x-gradient.
+        ctx.save_for_backward(x_k, jac)
         ctx.table_shape = table.shape
         return out
 
     @staticmethod
     def backward(ctx, v_out):
         spec: HashGridSpec = ctx.spec
-        x, table = ctx.saved_tensors
+        x, jac = ctx.saved_tensors
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_table):
             return None, None, None
         with record_function("taichi_nerf.hash_encode.backward"):
-            v_x, v_table = _backward(spec, x, table, ctx.table_shape, v_out, need_x, need_table)
+            v_x, v_table = _backward(spec, x, jac, ctx.table_shape, v_out, need_x, need_table)
         return v_x, v_table, None  # spec: not a tensor
 
 
-def _backward(spec, x, table, table_shape, v_out, need_x, need_table):
-    dtype, device = x.dtype, x.device
+def _backward(spec, x, jac, table_shape, v_out, need_x, need_table):
+    dtype, device, n = x.dtype, x.device, x.shape[0]
     v_out = _common.for_kernel(v_out)
-    # The kernel writes every element of both gradients (see _hash_backward_kernel).
+    # The kernels write every element of both gradients.
     alloc = _common.empty_like_poisoned
     v_table = alloc(table_shape, dtype=dtype, device=device) if need_table else None
     v_x = alloc(x.shape, dtype=dtype, device=device) if need_x else None
-    if x.shape[0] == 0:
+    if n == 0:
         return v_x, v_table.zero_() if need_table else None
-    # Arrays a variant never touches get cached placeholders (no allocation per call).
-    unused_f = _common.placeholder((1, spec.n_features), dtype=dtype, device=device)
-    unused_3 = _common.placeholder((1, 3), dtype=dtype, device=device)
-    level_tasks = _level_tasks()
-    n_groups = _cpu_groups(spec.n_levels) if level_tasks else 1
-    if need_x and level_tasks:
-        v_x_groups = alloc((n_groups, x.shape[0], 3), dtype=dtype, device=device)
-    else:
-        v_x_groups = _common.placeholder((1, 1, 3), dtype=dtype, device=device)
-    _hash_backward_kernel(
-        x, table if table is not None else unused_f, _level_meta(spec, device), v_out,
-        alloc((spec.n_levels, x.shape[0], spec.n_features), dtype=dtype, device=device),
-        v_table if v_table is not None else unused_f, v_x_groups,
-        v_x if v_x is not None else unused_3, spec.n_levels, n_groups, spec.n_features,
-        bool(need_table), bool(need_x), level_tasks, _common.ti_dtype(dtype),
-    )  # fmt: skip
+    ti_dt = _common.ti_dtype(dtype)
+    if need_table:
+        v_out_levels = alloc((spec.n_levels, n, spec.n_features), dtype=dtype, device=device)
+        _hash_table_grad_kernel(x, _level_meta(spec, device), v_out, v_out_levels, v_table,
+                                spec.n_levels, spec.n_features, _level_tasks(), ti_dt)
+    if need_x:
+        _hash_x_grad_kernel(v_out, jac, v_x, spec.n_levels, spec.n_features, ti_dt)
     return v_x, v_table
 
 
@@ -378,7 +346,8 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
         )
     _common.prepare(_OP, x=x, table=table)
     _common.check_index_size(
-        _OP, table=spec.table_size * spec.n_features, output=x.shape[0] * spec.output_dim
+        _OP, table=spec.table_size * spec.n_features, output=x.shape[0] * spec.output_dim,
+        jacobian=x.shape[0] * spec.output_dim * 3 if x.requires_grad else 0,
     )
     return _HashEncodeFunction.apply(x, table, spec)
 

@@ -4,7 +4,8 @@ Public: :func:`sh_encode`. The polynomials, constants, ordering and signs are ti
 ``SphericalHarmonics`` encoding with ``degree=4`` (bands l = 0..3, 16 outputs), which is what
 instant-ngp and its ports feed the colour MLP; the constants live in
 :data:`taichi_nerf.kernels.specs.SH_C` (shared with the twin). tcnn maps its ``[0, 1]`` input
-to ``[-1, 1]`` first; here the input is the direction itself, so ``sh_encode(d) == tcnn_sh((d + 1) / 2)``.
+to ``[-1, 1]`` first; here the input is the direction itself, so
+``sh_encode(d) == tcnn_sh((d + 1) / 2)``.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
