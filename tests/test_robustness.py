@@ -354,7 +354,12 @@ def test_degenerate_alignment_is_reported(tmp_path, capsys, frames):
 KILL_RESUME_TOL = 1e-6
 LONG = ["--data-dir", str(DATA), "--downscale", "4", "--num-iters", "60", "--val-every", "10",
         "--pose-opt-delay", "10", "--no-progress", "--num-val-views", "1",
-        "--eval.num-test-views", "1", "--device", "cpu", "--keep-checkpoints", "0"]
+        "--eval.num-test-views", "1", "--device", "cpu", "--keep-checkpoints", "0",
+        "--batch-size", "256", "--ngp.target-samples", "0"]
+# Small fixed batches keep this under a minute, and at this size CPU training repeats exactly
+# (two uninterrupted runs: bit-identical, measured). At the preset batch (1024 rays, adaptive)
+# two uninterrupted runs still differ by ~9e-3 in the poses after 60 steps (issue 11, item 7:
+# the kernels' non-deterministic reductions); drop these two flags once that is fixed.
 
 
 @pytest.mark.slow
