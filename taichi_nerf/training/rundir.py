@@ -9,6 +9,7 @@ exists with content is refused with what to do about it.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import sys
@@ -94,7 +95,7 @@ def _claim(run_dir: Path) -> bool:
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
-        if any(run_dir.iterdir()):
+        if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             return False
     lock_run_dir(run_dir)  # another process may have made it in between: then "in use"
     if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
@@ -129,6 +130,13 @@ def new_run_dir(cfg) -> Path:
         (run_dir / "images").mkdir(exist_ok=True)
         (run_dir / "logs").mkdir(exist_ok=True)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a fault, not a bad flag (exit 1)
+            from taichi_nerf.training.checkpoint import SaveError
+
+            error = SaveError(f"cannot create a run folder under {root}: no space left on the "
+                              f"device; free space, or pass another --output-dir")
+            error.errno = exc.errno
+            raise error from None
         raise ConfigError(f"cannot create run folder under {root}: {exc.strerror or exc}; pass a "
                           f"writable --output-dir") from None
     return run_dir
