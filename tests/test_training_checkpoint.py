@@ -194,3 +194,15 @@ def test_rng_state_round_trip():
     a, b = torch.rand(4), torch.rand(4, generator=renderer.gen)
     set_rng_state(state, renderer=renderer)
     assert torch.equal(a, torch.rand(4)) and torch.equal(b, torch.rand(4, generator=renderer.gen))
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
+    from taichi_nerf.training.resume import prepare
+
+    run = tmp_path / "diverged"
+    run.mkdir()
+    state = _state(4)
+    state["renderer"]["w"][0] = float("nan")
+    save_checkpoint(run, state, is_best=True)
+    with pytest.raises(CheckpointError, match="holds 1 non-finite weights .*earlier checkpoint"):
+        prepare(TrainConfig(resume=str(run), output_dir=str(tmp_path), device="cpu"))
