@@ -71,7 +71,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    if text in ("none", "camp", "uniform", "per_camera"):
+    if text in ("none", "camp", "uniform", "per_camera", "free", "fixed"):
         return text
     if "," in text:
         return tuple(_value(v) for v in text.split(","))
@@ -194,6 +194,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "benchmarks" / "poses")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", action="store_true", help="also write the rotation-error plot")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and Taichi CPU threads (1 keeps parallel rows from oversubscribing "
+                   "a small machine, and makes CPU runs bit-reproducible)")
     p.add_argument("--list", action="store_true")
     return p.parse_args(argv)
 
@@ -208,6 +211,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if unknown:
         raise SystemExit(f"error: unknown noise case {unknown[0]!r}; choose from {sorted(NOISE)}")
     settings = [parse_setting(s) for s in args.settings.split(",") if s]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["TI_CPU_MAX_NUM_THREADS"] = str(args.threads)  # read by ti.init
     json_path = args.json or RESULTS / f"poses_{args.scene}_{args.device}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     env, rows = environment(args.device), []

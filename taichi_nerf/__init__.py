@@ -18,6 +18,7 @@ from taichi_nerf import reference  # noqa: E402
 from taichi_nerf.data import (  # noqa: E402
     DatasetError,
     ImageSet,
+    PixelDataset,
     PixelSampler,
     find_scene,
     load_scene,
@@ -58,6 +59,7 @@ __all__ = [
     "NGPField",
     "NGPRenderer",
     "OccupancyGrid",
+    "PixelDataset",
     "PixelSampler",
     "__version__",
     "align_sim3",

@@ -24,7 +24,8 @@ import torch
 
 from taichi_nerf.poses import _as_3x4, so3_exp
 
-__all__ = ["frustum_points", "projection_jacobian", "camp_preconditioner"]
+__all__ = ["frustum_points", "projection_jacobian", "camp_preconditioner", "rig_motion_basis",
+           "remove_rig_motion"]
 
 
 def frustum_points(pose: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int,
@@ -65,7 +66,7 @@ def projection_jacobian(pose: torch.Tensor, intrinsics: torch.Tensor,
     pose64 = pose.detach().to(torch.float64)
     k = intrinsics.detach().to(torch.float64)
     zero = torch.zeros(6, dtype=torch.float64)
-    return torch.func.jacfwd(_project)(zero, pose64, k, points.to(torch.float64))
+    return torch.func.jacrev(_project)(zero, pose64, k, points.to(torch.float64))
 
 
 def _inverse_sqrt(matrix: torch.Tensor) -> torch.Tensor:
@@ -105,3 +106,41 @@ def camp_preconditioner(poses: torch.Tensor, intrinsics: torch.Tensor, width: in
         damped = jtj + damping * torch.diag(torch.diagonal(jtj))
         out[i][index[:, None], index[None, :]] = _inverse_sqrt(damped)
     return out
+
+
+def rig_motion_basis(centres: torch.Tensor, pivot: torch.Tensor, scale: float) -> torch.Tensor:
+    """``A [N, 6, 6]``: the deltas ``(omega_i, delta_t_i) = A_i g`` that one global rigid motion
+    ``g = (Omega, T)`` of the whole rig gives to first order: every camera turns by ``Omega``
+    (world axes, about its centre) and its centre moves by ``Omega x (c_i - pivot) + T``.
+
+    ``T`` is measured in units of ``scale`` (the rig's radius), so both halves of ``g`` are about
+    radians and a least-squares fit weighs them alike.
+    """
+    from taichi_nerf.poses import hat
+
+    n = centres.shape[0]
+    basis = torch.zeros(n, 6, 6, dtype=centres.dtype, device=centres.device)
+    eye = torch.eye(3, dtype=centres.dtype, device=centres.device)
+    basis[:, :3, :3] = eye
+    basis[:, 3:, :3] = -hat(centres - pivot)  # Omega x r = -[r]x Omega
+    basis[:, 3:, 3:] = eye * scale
+    return basis
+
+
+def remove_rig_motion(deltas: torch.Tensor, basis: torch.Tensor, scale: float) -> torch.Tensor:
+    """``deltas [N, 6]`` less the global rigid motion of the rig that fits them best.
+
+    A photometric loss cannot tell a rigid motion of all cameras (with the scene moving along)
+    from none: that is the gauge of joint pose optimisation. Removing it keeps the rig where the
+    initial poses put it, so preconditioned steps (which move fastest exactly along the
+    rotate-about-the-scene direction) cannot make it drift. The fit weighs translations by
+    ``1 / scale``, so a rotation and the shift it causes count alike.
+    """
+    weight = torch.ones(6, dtype=deltas.dtype, device=deltas.device)
+    weight[3:] = 1.0 / scale
+    a = basis * weight[None, :, None]
+    b = deltas * weight
+    lhs = torch.einsum("nij,nik->jk", a, a)
+    rhs = torch.einsum("nij,ni->j", a, b)
+    g = torch.linalg.solve(lhs, rhs)
+    return deltas - (basis @ g)

@@ -2,9 +2,11 @@
 
 Each twin is the specification its Taichi op is tested against (forward, backward with a random
 upstream gradient, float64 gradcheck) and a readable fallback: plain torch autograd gives the
-gradients. Shared definitions come from one place: the hash-grid level layout and primes from
-:mod:`taichi_nerf.kernels.hash_grid`, the SH constants from :mod:`taichi_nerf.kernels.sh`, the
-ray/box clipping and grid transform from :mod:`taichi_nerf.kernels._geometry`.
+gradients. Shared definitions come from one place, none of which imports Taichi: the hash-grid
+level layout and primes and the SH constants from :mod:`taichi_nerf.kernels.specs`, the ray/box
+clipping and grid transform from :mod:`taichi_nerf.kernels._geometry`, the packed-sample helpers
+and the transmittance primitive from :mod:`taichi_nerf.kernels.packed`. This module imports no
+Taichi.
 
 ===========================  =========================================
 twin                         mirrors
@@ -13,6 +15,7 @@ twin                         mirrors
 ``sh_encode``                :func:`taichi_nerf.kernels.sh.sh_encode`
 ``march_rays``               :func:`taichi_nerf.kernels.marching.march_rays` (dense marcher)
 ``composite``                :func:`taichi_nerf.kernels.compositing.composite`
+``gather_rays``              :func:`taichi_nerf.kernels.packed.gather_rays`
 ===========================  =========================================
 """
 
@@ -21,10 +24,14 @@ from __future__ import annotations
 import torch
 
 from taichi_nerf.kernels._geometry import grid_transform, ray_aabb_bounds
-from taichi_nerf.kernels.hash_grid import HASH_PRIMES, HashGridSpec
-from taichi_nerf.kernels.sh import SH_C
+from taichi_nerf.kernels.packed import (
+    PackedInfo,
+    exclusive_transmittance,
+    packed_info_from_sorted,
+)
+from taichi_nerf.kernels.specs import HASH_PRIMES, SH_C, HashGridSpec
 
-__all__ = ["hash_encode", "sh_encode", "march_rays", "composite"]
+__all__ = ["hash_encode", "sh_encode", "march_rays", "composite", "gather_rays"]
 
 _CORNERS = [((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8)]
 
@@ -111,13 +118,24 @@ def march_rays(
     max_samples_per_ray: int = 1024,
     stratified: bool = False,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return_packed_info: bool = False,
+):
     """Twin of :func:`taichi_nerf.kernels.marching.march_rays`: dense reference marcher.
 
     Takes every step ``t_k = t_begin + k * step_size`` of every ray (``t_end`` clipped to the
     segment end), keeps the steps whose midpoint lies in an occupied cell, caps each ray at
-    ``max_samples_per_ray`` and packs the rest (sorted by ray, then t).
+    ``max_samples_per_ray`` and packs the rest (sorted by ray, then t); with
+    ``return_packed_info`` also their :class:`~taichi_nerf.kernels.packed.PackedInfo`.
     """
+    out = _march_dense(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray,
+                       stratified, generator)
+    if return_packed_info:
+        return (*out, packed_info_from_sorted(out[0], rays_o.shape[0]))
+    return out
+
+
+def _march_dense(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray, stratified,
+                 generator):
     dtype, device = rays_o.dtype, rays_o.device
     n_rays = rays_o.shape[0]
     res = int(grid.resolution)
@@ -173,31 +191,27 @@ def composite(
     n_rays: int,
     background: torch.Tensor | None = None,
     early_stop_eps: float = 0.0,
+    packed_info: PackedInfo | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Twin of :func:`taichi_nerf.kernels.compositing.composite` (autograd through torch ops).
 
-    Scatters the packed samples into a padded ``[R, S]`` layout, takes the exclusive
-    ``cumsum`` of ``sigma * delta`` per row for the transmittance, and sums the weights back per
-    ray. Same maths, conventions (unnormalised depth) and early termination as the op.
+    Transmittance from the one primitive,
+    :func:`~taichi_nerf.kernels.packed.exclusive_transmittance` (an exclusive per-ray ``cumsum``
+    of the optical depths ``sigma * delta``), then the weights summed back per ray. Same maths,
+    conventions (unnormalised depth) and early termination as the op.
     """
     n_rays = int(n_rays)
     dtype, device = sigmas.dtype, sigmas.device
-    m = sigmas.shape[0]
-    counts = torch.bincount(ray_indices, minlength=n_rays)[:n_rays]
-    starts = torch.cumsum(counts, 0) - counts
-    col = torch.arange(m, device=device) - starts[ray_indices]
-    width = int(counts.max()) if n_rays > 0 and m > 0 else 0
-
-    tau = sigmas * (t_ends - t_starts)
-    padded = torch.zeros(n_rays, width + 1, dtype=dtype, device=device)
-    padded = padded.index_put((ray_indices, col + 1), tau)
-    exclusive = torch.cumsum(padded, dim=1)[:, :-1]  # column j holds sum of the first j taus
-    trans = torch.exp(-exclusive[ray_indices, col])
-    weights = trans * (1.0 - torch.exp(-tau))
+    if packed_info is None:
+        packed_info = packed_info_from_sorted(ray_indices, n_rays)
+    optical_depths = sigmas * (t_ends - t_starts)
+    trans = exclusive_transmittance(optical_depths, ray_indices, n_rays, packed_info)
+    weights = trans * (1.0 - torch.exp(-optical_depths))
     if early_stop_eps > 0.0:
         # The op stops at the first sample with T < eps; T can only fall along a ray, but count
         # the first drop explicitly so the twin says exactly that.
-        below = torch.zeros(n_rays, width, dtype=torch.long, device=device)
+        col = torch.arange(sigmas.shape[0], device=device) - packed_info.starts.long()[ray_indices]
+        below = torch.zeros(n_rays, packed_info.max_count, dtype=torch.long, device=device)
         below = below.index_put((ray_indices, col), (trans.detach() < early_stop_eps).long())
         stopped = torch.cumsum(below, dim=1)[ray_indices, col] > 0
         weights = torch.where(stopped, torch.zeros_like(weights), weights)
@@ -212,3 +226,13 @@ def composite(
     if background is not None:
         rgb = rgb + (1.0 - opacity)[:, None] * background.to(dtype)
     return rgb, opacity, depth
+
+
+def gather_rays(values: torch.Tensor, ray_indices: torch.Tensor,
+                packed_info: PackedInfo | None = None) -> torch.Tensor:
+    """Twin of :func:`taichi_nerf.kernels.packed.gather_rays`: plain ``values[ray_indices]``.
+
+    Same values and gradients; its backward is torch's own (atomic float adds on the CPU, so
+    not bit-repeatable from run to run), which is what the op replaces.
+    """
+    return values[ray_indices]

@@ -19,6 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.profiler import record_function
+
+from taichi_nerf.kernels.packed import (
+    PackedInfo,
+    exclusive_transmittance,
+    gather_rays,
+    select_samples,
+)
 
 __all__ = ["render_rays", "render_image", "prune_occluded"]
 
@@ -26,32 +34,26 @@ __all__ = ["render_rays", "render_image", "prune_occluded"]
 @torch.no_grad()
 def prune_occluded(density_fn: Callable[[torch.Tensor], torch.Tensor], rays_o: torch.Tensor,
                    rays_d: torch.Tensor, ray_indices: torch.Tensor, t_starts: torch.Tensor,
-                   t_ends: torch.Tensor, early_stop_eps: float = 1e-4, alpha_thre: float = 0.0
-                   ) -> torch.Tensor:
+                   t_ends: torch.Tensor, early_stop_eps: float = 1e-4, alpha_thre: float = 0.0,
+                   packed_info: PackedInfo | None = None) -> torch.Tensor:
     """Mask ``[M]`` of samples worth a differentiable pass (nerfacc's ``sigma_fn`` pruning).
 
     Evaluates the density once without gradients and drops samples behind the point where the
     transmittance falls under ``early_stop_eps`` (their weights are < eps, so dropping them
     changes the image by less than eps) and, when ``alpha_thre > 0``, samples whose own alpha is
-    below it. Far fewer samples then go through the backward pass on opaque scenes.
+    below it. Far fewer samples then go through the backward pass on opaque scenes. The
+    transmittance is :func:`~taichi_nerf.kernels.packed.exclusive_transmittance` (per-ray sums,
+    in the rays' dtype); ``packed_info`` from the marcher saves it a host sync.
     """
     if ray_indices.numel() == 0:
         return torch.ones(0, dtype=torch.bool, device=ray_indices.device)
     t_mid = 0.5 * (t_starts + t_ends)
     positions = rays_o[ray_indices] + t_mid[:, None] * rays_d[ray_indices]
-    tau = density_fn(positions).reshape(-1) * (t_ends - t_starts)
-    # Exclusive per-ray prefix sum of sigma * dt on the packed (ray-sorted) layout, in float64
-    # so the subtraction of the running total does not lose the small per-ray sums.
-    total = torch.cumsum(tau.double(), 0)
-    exclusive = total - tau.double()
-    first = torch.ones_like(ray_indices, dtype=torch.bool)
-    first[1:] = ray_indices[1:] != ray_indices[:-1]
-    ray_start = torch.cummax(torch.where(first, torch.arange(len(tau), device=tau.device),
-                                         torch.zeros_like(ray_indices)), 0).values
-    exclusive = exclusive - exclusive[ray_start]
-    keep = torch.exp(-exclusive) >= early_stop_eps
+    optical_depths = density_fn(positions).reshape(-1) * (t_ends - t_starts)
+    trans = exclusive_transmittance(optical_depths, ray_indices, rays_o.shape[0], packed_info)
+    keep = trans >= early_stop_eps
     if alpha_thre > 0:
-        keep &= (1.0 - torch.exp(-tau)) >= alpha_thre
+        keep &= (1.0 - torch.exp(-optical_depths)) >= alpha_thre
     return keep
 
 
@@ -77,31 +79,40 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
 
     Returns:
         dict with ``rgb [R,3]``, ``opacity [R]``, ``depth [R]`` (differentiable in the field
-        parameters, ``rays_o`` and ``rays_d``), ``num_samples`` (int, samples shaded) and
-        ``num_marched`` (int, samples before pruning).
+        parameters, ``rays_o`` and ``rays_d``), ``num_samples`` (int, samples shaded),
+        ``num_marched`` (int, samples before pruning) and ``packed_info`` (the
+        :class:`~taichi_nerf.kernels.packed.PackedInfo` of the shaded samples).
+
+    Host syncs: two (the marcher's sample count, the pruned count; one without pruning). The
+    marcher's ``packed_info`` flows on into pruning, the ray gathers and compositing. The
+    gradient to ``rays_o`` / ``rays_d`` is summed per ray in a fixed order
+    (:func:`~taichi_nerf.kernels.packed.gather_rays`), so CPU training repeats bit for bit.
     """
     from taichi_nerf.kernels.compositing import composite
     from taichi_nerf.kernels.marching import march_rays
 
     n_rays = rays_o.shape[0]
     with torch.no_grad():
-        ray_indices, t_starts, t_ends = march_rays(
+        ray_indices, t_starts, t_ends, info = march_rays(
             grid, rays_o.detach().contiguous(), rays_d.detach().contiguous(), near, far,
             step_size, max_samples_per_ray=max_samples_per_ray, stratified=stratified,
-            generator=generator)
-        num_marched = int(ray_indices.numel())
-        if density_fn is not None and ray_indices.numel() > 0:
+            generator=generator, return_packed_info=True)
+        num_marched = info.n_samples
+        if density_fn is not None and num_marched > 0:
             keep = prune_occluded(density_fn, rays_o.detach(), rays_d.detach(), ray_indices,
-                                  t_starts, t_ends, early_stop_eps, alpha_thre)
-            ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-    t_mid = 0.5 * (t_starts + t_ends)
-    directions = rays_d[ray_indices]
-    positions = rays_o[ray_indices] + t_mid[:, None] * directions
-    sigmas, rgbs = field(positions, directions)
+                                  t_starts, t_ends, early_stop_eps, alpha_thre, info)
+            kept, info = select_samples(ray_indices, info, keep)
+            ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]
+    with record_function("taichi_nerf.render_rays.positions"):
+        t_mid = 0.5 * (t_starts + t_ends)
+        directions = gather_rays(rays_d, ray_indices, info)
+        positions = gather_rays(rays_o, ray_indices, info) + t_mid[:, None] * directions
+    with record_function("taichi_nerf.render_rays.field"):
+        sigmas, rgbs = field(positions, directions)
     rgb, opacity, depth = composite(sigmas.reshape(-1), rgbs, t_starts, t_ends, ray_indices,
-                                    n_rays, background)
-    return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": int(t_starts.numel()),
-            "num_marched": num_marched}
+                                    n_rays, background, packed_info=info)
+    return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": info.n_samples,
+            "num_marched": num_marched, "packed_info": info}
 
 
 @torch.no_grad()

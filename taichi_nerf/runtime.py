@@ -4,8 +4,9 @@ Every op calls :func:`ensure_initialized` with the device of its tensors, so a u
 calls :func:`init` gets the CPU backend for CPU tensors and CUDA for CUDA tensors. Call
 ``taichi_nerf.init("cuda")`` (or ``"cpu"``) first to choose explicitly.
 
-Taichi can run one backend per process. CPU tensors given to ops on the CUDA backend are copied
-by Taichi (correct, slower); CUDA tensors given to the CPU backend are an error.
+Taichi can run one backend per process. Tensors must live where the backend runs: CPU tensors
+given to ops on the CUDA backend (which Taichi would copy host -> device -> host on every launch)
+and CUDA tensors given to the CPU backend raise :class:`DeviceMismatchError`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ import torch
 os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 
 Arch = Literal["auto", "cpu", "cuda"]
+
+
+class DeviceMismatchError(ValueError):
+    """Tensors on a device the running Taichi backend does not serve (CPU tensors on CUDA, ...)."""
+
+
+class BackendSwitchError(RuntimeError):
+    """``init`` asked for another backend than the one Taichi already runs on."""
 
 _lock = threading.Lock()
 _arch: str | None = None
@@ -55,7 +64,7 @@ def init(arch: Arch = "auto", *, debug: bool = False, fast_math: bool = False) -
     with _lock:
         if _arch is not None:
             if arch != "auto" and arch != _arch:
-                raise RuntimeError(
+                raise BackendSwitchError(
                     f"taichi_nerf.init: Taichi already runs on {_arch!r}; it cannot switch to "
                     f"{arch!r} in the same process. Call init({arch!r}) before any op runs."
                 )
@@ -104,14 +113,25 @@ def current_arch() -> str | None:
     return _arch
 
 
-def ensure_initialized(device: torch.device) -> str:
-    """Start Taichi for tensors on ``device`` if needed; check the backend can take them."""
+def ensure_initialized(device: torch.device, op: str = "taichi_nerf") -> str:
+    """Start Taichi for tensors on ``device`` if needed; check the backend can take them.
+
+    Raises:
+        DeviceMismatchError: CUDA tensors on the CPU backend, or CPU tensors on the CUDA backend.
+        ValueError: a device other than cpu or cuda.
+    """
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: tensors on {device} are not supported (cpu or cuda only)")
     arch = _arch or init("cuda" if device.type == "cuda" else "cpu")
     if device.type == "cuda" and arch != "cuda":
-        raise ValueError(
-            "taichi_nerf: got CUDA tensors but Taichi runs on the CPU backend; call "
+        raise DeviceMismatchError(
+            f"{op}: got CUDA tensors but Taichi runs on the CPU backend; call "
             "taichi_nerf.init('cuda') before the first op, or move the tensors to the CPU."
         )
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"taichi_nerf: tensors on {device} are not supported (cpu or cuda only)")
+    if device.type == "cpu" and arch == "cuda":
+        raise DeviceMismatchError(
+            f"{op}: got CPU tensors but Taichi runs on the CUDA backend (it would copy them to "
+            "the GPU and back on every call); move them with .cuda(), or run CPU work in a "
+            "process that calls taichi_nerf.init('cpu')."
+        )
     return arch

@@ -1,6 +1,22 @@
-"""Shared test set-up: the device list (CPU always, CUDA when present) and seeding."""
+"""Shared test set-up: the session's Taichi backend, the device list, seeding helpers, and a way
+to compute the CPU side of a CUDA-vs-CPU test on a real CPU backend (a subprocess).
+
+The backend is a choice for the whole session, ``TAICHI_NERF_TEST_ARCH``:
+
+* ``cpu`` (default, and CI): Taichi's CPU backend; ``DEVICES == ["cpu"]``.
+* ``cuda``: the CUDA backend; ``DEVICES == ["cuda"]`` (tests marked ``cuda``). Tests that are not
+  parametrised over ``DEVICES`` and hand CPU tensors to an op (or ask for the CPU backend, as the
+  ``device="cpu"`` training tests do) are reported as *skipped* with the reason, not failed:
+  they are CPU-session tests. In a device-parametrised or ``cuda``-marked test the same error is
+  a failure.
+* ``auto``: ``cuda`` when torch sees a GPU, else ``cpu``.
+
+``python tests/conftest.py MODULE_FILE FUNCTION IN.pt OUT.pt`` is the worker of
+:func:`run_on_cpu_backend`.
+"""
 
 import os
+import sys
 import warnings
 
 import pytest
@@ -17,17 +33,28 @@ with warnings.catch_warnings():
 
 CUDA_AVAILABLE = torch.cuda.is_available()
 
+
+def _session_arch() -> str:
+    arch = os.environ.get("TAICHI_NERF_TEST_ARCH", "cpu").strip().lower() or "cpu"
+    if arch not in ("cpu", "cuda", "auto"):
+        raise pytest.UsageError(f"TAICHI_NERF_TEST_ARCH must be cpu, cuda or auto, got {arch!r}")
+    if arch == "auto":
+        arch = "cuda" if CUDA_AVAILABLE else "cpu"
+    if arch == "cuda" and not CUDA_AVAILABLE:
+        raise pytest.UsageError("TAICHI_NERF_TEST_ARCH=cuda, but torch sees no CUDA GPU")
+    return arch
+
+
+#: The Taichi backend of this test session, ``"cpu"`` or ``"cuda"``.
+TEST_ARCH = _session_arch()
+
 #: Parametrise a test over these: ``@pytest.mark.parametrize("device", DEVICES)``.
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
-        ],
-    ),
-]
+DEVICES = ["cpu"] if TEST_ARCH == "cpu" else [pytest.param("cuda", marks=pytest.mark.cuda)]
+
+#: Skip marker for tests that need the CUDA session (the CPU side then runs in a subprocess).
+needs_cuda_session = pytest.mark.skipif(
+    TEST_ARCH != "cuda", reason="needs the CUDA test session (TAICHI_NERF_TEST_ARCH=cuda)"
+)
 
 
 def random_rays(n: int, seed: int = 0, target_std: float = 0.3):
@@ -38,10 +65,75 @@ def random_rays(n: int, seed: int = 0, target_std: float = 0.3):
     return origin, torch.nn.functional.normalize(target - origin, dim=-1)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _taichi_backend():
-    """One Taichi backend for the whole session: CUDA when present (CPU tensors still work)."""
+def run_on_cpu_backend(function, *args, timeout: float = 300.0):
+    """``function(*args)`` computed in a fresh process on Taichi's CPU backend.
+
+    ``function`` must be a module-level function of a test module; ``args`` and its result are
+    passed through ``torch.save`` (tensors land on the CPU). This is how a CUDA-session test gets
+    a real CPU-backend answer: one process can hold only one Taichi backend.
+    """
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    module_file = sys.modules[function.__module__].__file__
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.pt", Path(tmp) / "out.pt"
+        torch.save([a.cpu() if torch.is_tensor(a) else a for a in args], src)
+        env = {**os.environ, "TAICHI_NERF_TEST_ARCH": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+        cmd = [sys.executable, __file__, module_file, function.__name__, str(src), str(dst)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"CPU-backend subprocess failed:\n{proc.stdout}\n{proc.stderr}")
+        return torch.load(dst, weights_only=False)
+
+
+def _worker(module_file: str, name: str, src: str, dst: str) -> None:
+    import importlib.util
+
     import taichi_nerf
 
-    taichi_nerf.init("auto")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(module_file)))
+    taichi_nerf.init("cpu")
+    spec = importlib.util.spec_from_file_location("_cpu_backend_module", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = torch.load(src, weights_only=False)
+    torch.save(getattr(module, name)(*args), dst)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _taichi_backend():
+    """One Taichi backend for the whole session: ``TEST_ARCH``."""
+    import taichi_nerf
+
+    taichi_nerf.init(TEST_ARCH)
     yield
+
+
+def _opted_in(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return item.get_closest_marker("cuda") is not None or (
+        callspec is not None and "device" in callspec.params
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """CUDA session: a CPU-only test that hits the backend boundary is skipped, with why."""
+    outcome = yield
+    report = outcome.get_result()
+    if TEST_ARCH != "cuda" or call.excinfo is None or report.when not in ("setup", "call"):
+        return
+    from taichi_nerf.runtime import BackendSwitchError, DeviceMismatchError
+
+    if call.excinfo.errisinstance((DeviceMismatchError, BackendSwitchError)) and not _opted_in(
+        item
+    ):
+        reason = f"CPU-session test (run it with TAICHI_NERF_TEST_ARCH=cpu): {call.excinfo.value}"
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, "Skipped: " + reason)
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:5])

@@ -135,9 +135,12 @@ def test_undistorter_output_loads(tmp_path):
     written = _write_capture(tmp_path / "cap", binary=True, cameras=cams, num_images=3)
     message = _one_line_error(tmp_path / "cap")
     assert "SIMPLE_RADIAL with lens distortion" in message and "image_undistorter" in message
-    pycolmap.undistort_images(str(tmp_path / "undist"), str(tmp_path / "cap" / "sparse" / "0"),
-                              str(tmp_path / "cap" / "images"))
-    train = load_scene(str(tmp_path / "undist"), splits=("train",), holdout_every=3)["train"]
+    model, images, out = (str(tmp_path / p) for p in ("cap/sparse/0", "cap/images",
+                                                        "cap_undistorted"))
+    call = f"pycolmap.undistort_images('{out}', '{model}', '{images}')"
+    assert call in message and message.endswith(f"--scene {out}")
+    pycolmap.undistort_images(out, model, images)
+    train = load_scene(out, splits=("train",), holdout_every=3)["train"]
     assert len(train) == 2
     torch.testing.assert_close(train.poses.double(), torch.from_numpy(written["c2w"][1:]),
                                atol=POSE_TOLERANCE, rtol=0)
@@ -190,3 +193,19 @@ def test_single_image_leaves_train_empty(tmp_path):
     _write_capture(tmp_path / "cap", binary=True, num_images=1)
     message = _one_line_error(tmp_path / "cap", splits=("train",))
     assert "'train' split is empty" in message and "--holdout-every" in message
+
+
+def test_without_pycolmap_one_line_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    _write_capture(tmp_path / "cap", binary=True, num_images=3)
+    real_import = builtins.__import__
+
+    def no_pycolmap(name, *args, **kwargs):
+        if name == "pycolmap" or name.startswith("pycolmap."):
+            raise ImportError("No module named 'pycolmap'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycolmap)
+    message = _one_line_error(tmp_path / "cap")
+    assert "needs pycolmap" in message and "pip install 'taichi-nerf[colmap]'" in message

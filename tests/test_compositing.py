@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES
+from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -238,14 +238,92 @@ def test_invalid_inputs_raise_value_error():
     assert m > 0
 
 
+def _composite_outputs(inputs, background, upstream):
+    """Op outputs and gradients on the inputs' device (run by the CPU subprocess too)."""
+    (outs, grads), _ = run_both(inputs, background, 1e-3, upstream)
+    return [t.cpu() for t in list(outs) + list(grads)]
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@needs_cuda_session
 def test_cuda_matches_cpu():
+    # The CPU side runs on a real CPU backend, in a subprocess (one backend per process).
     inputs = random_samples(300, 40, torch.float32, "cpu")
     bg = make_background("per_ray", 300, torch.float32, "cpu")
-    moved = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     upstream = [torch.randn(300, 3), torch.randn(300), torch.randn(300)]
-    (outs, grads), _ = run_both(inputs, bg, 1e-3, upstream)
-    (outs_gpu, grads_gpu), _ = run_both(moved, bg.cuda(), 1e-3, [u.cuda() for u in upstream])
-    for a, b in zip(list(outs) + list(grads), list(outs_gpu) + list(grads_gpu)):
-        torch.testing.assert_close(b.cpu(), a, **BWD_TOL[torch.float32])
+    want = run_on_cpu_backend(_composite_outputs, inputs, bg, upstream)
+    moved = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    got = _composite_outputs(moved, bg.cuda(), [u.cuda() for u in upstream])
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, **BWD_TOL[torch.float32])
+
+
+#: float32 transmittance against a float64 per-ray loop: a few ulp of values <= 1, however many
+#: rays are packed together (each ray is summed on its own; no global running total).
+TRANS_F32_ATOL = 2e-6
+
+
+def test_exclusive_transmittance_float32_matches_a_float64_loop():
+    from taichi_nerf.kernels.packed import exclusive_transmittance
+
+    inputs = random_samples(2000, 200, torch.float64, "cpu")
+    tau = inputs["sigmas"] * (inputs["t_ends"] - inputs["t_starts"])
+    ray_indices, n_rays = inputs["ray_indices"], inputs["n_rays"]
+    want = torch.empty_like(tau)
+    for r in range(n_rays):
+        m = ray_indices == r
+        want[m] = torch.exp(-(torch.cumsum(tau[m], 0) - tau[m]))
+    got = exclusive_transmittance(tau.float(), ray_indices, n_rays)
+    assert got.dtype == torch.float32
+    assert tau.sum() > 1e4  # a global float32 cumsum would lose ~1e-3 here
+    torch.testing.assert_close(got.double(), want, atol=TRANS_F32_ATOL, rtol=0)
+
+
+def test_exclusive_transmittance_gradcheck():
+    from taichi_nerf.kernels.packed import exclusive_transmittance
+
+    inputs = random_samples(6, 5, torch.float64, "cpu")
+    tau = (inputs["sigmas"] * 0.1).requires_grad_()
+    fn = lambda t: exclusive_transmittance(t, inputs["ray_indices"], inputs["n_rays"])
+    assert torch.autograd.gradcheck(fn, (tau,), eps=GRADCHECK_EPS, atol=GRADCHECK_ATOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_info_from_the_marcher_gives_the_same_result(device):
+    from taichi_nerf.kernels.packed import packed_info_from_sorted
+
+    inputs = random_samples(200, 30, torch.float32, device)
+    info = packed_info_from_sorted(inputs["ray_indices"], inputs["n_rays"])
+    starts, counts = packed_info_from_ray_indices(inputs["ray_indices"], inputs["n_rays"])
+    assert torch.equal(info.counts, counts) and torch.equal(info.starts[counts > 0],
+                                                            starts[counts > 0])
+    bg = torch.rand(3, device=device)
+    for fn in (composite, ref.composite):
+        plain = fn(**inputs, background=bg, early_stop_eps=1e-3)
+        given = fn(**inputs, background=bg, early_stop_eps=1e-3, packed_info=info)
+        assert all(torch.equal(a, b) for a, b in zip(plain, given)), fn
+    with pytest.raises(ValueError, match="packed_info describes"):
+        composite(**inputs, packed_info=info._replace(n_samples=info.n_samples + 1))
+    with pytest.raises(ValueError, match="packed_info.counts must be int32"):
+        composite(**inputs, packed_info=info._replace(counts=info.counts.long()))
+
+
+def test_index_sizes_past_int32_are_a_clear_error():
+    from taichi_nerf.kernels.packed import packed_info_from_counts
+
+    with pytest.raises(ValueError, match="exceed 2\\^31 - 1"):
+        packed_info_from_counts(torch.zeros(4, dtype=torch.int32), 2**31, 1)
+    with pytest.raises(ValueError, match="out would hold 2147483648 elements"):
+        _common.check_index_size("hash_encode", out=65536 * 1024 * 32)
+
+
+def test_exclusive_transmittance_dense_layout_equals_packed():
+    from taichi_nerf.kernels.packed import exclusive_transmittance
+
+    tau = torch.rand(7, 5, dtype=torch.float64)
+    dense = exclusive_transmittance(tau)
+    packed = exclusive_transmittance(tau.reshape(-1), torch.arange(7).repeat_interleave(5), 7)
+    torch.testing.assert_close(dense.reshape(-1), packed, rtol=1e-15, atol=0)
+    torch.testing.assert_close(dense[:, 0], torch.ones(7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dense"):
+        exclusive_transmittance(tau.reshape(-1))

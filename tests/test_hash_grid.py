@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES
+from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common, hash_grid
@@ -234,19 +234,23 @@ def test_hash_grid_module(device):
     assert set(state) == {"table"}
 
 
+def _hash_outputs(x, table, v):
+    """Forward and both gradients on the tensors' device (run by the CPU subprocess too)."""
+    x, table = x.clone().requires_grad_(), table.clone().requires_grad_()
+    out = hash_encode(x, table, SMALL_SPEC)
+    g_x, g_table = torch.autograd.grad((out * v).sum(), [x, table])
+    return [out.detach().cpu(), g_x.cpu(), g_table.cpu()]
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@needs_cuda_session
 def test_cuda_matches_cpu_kernel():
-    # The session backend is CUDA when present; CPU tensors are copied by Taichi.
-    x = _random_points(1000, torch.float32, "cpu").requires_grad_()
-    table = _random_table(SMALL_SPEC, torch.float32, "cpu").requires_grad_()
-    out_cpu = hash_encode(x, table, SMALL_SPEC)
-    x_cuda = x.detach().cuda().requires_grad_()
-    table_cuda = table.detach().cuda().requires_grad_()
-    out_cuda = hash_encode(x_cuda, table_cuda, SMALL_SPEC)
-    torch.testing.assert_close(out_cuda.cpu(), out_cpu, atol=FWD_ATOL[torch.float32], rtol=0)
-    v = torch.randn_like(out_cpu)
-    g_cpu = torch.autograd.grad((out_cpu * v).sum(), [x, table])
-    g_cuda = torch.autograd.grad((out_cuda * v.cuda()).sum(), [x_cuda, table_cuda])
+    # The CPU side runs on a real CPU backend, in a subprocess (one backend per process).
+    x = _random_points(1000, torch.float32, "cpu")
+    table = _random_table(SMALL_SPEC, torch.float32, "cpu")
+    v = torch.randn(1000, SMALL_SPEC.output_dim)
+    out_cpu, *g_cpu = run_on_cpu_backend(_hash_outputs, x, table, v)
+    out_cuda, *g_cuda = _hash_outputs(x.cuda(), table.cuda(), v.cuda())
+    torch.testing.assert_close(out_cuda, out_cpu, atol=FWD_ATOL[torch.float32], rtol=0)
     for a, b in zip(g_cuda, g_cpu):
-        _assert_close_rel(a.cpu(), b, BWD_RTOL[torch.float32], "cuda vs cpu gradient")
+        _assert_close_rel(a, b, BWD_RTOL[torch.float32], "cuda vs cpu gradient")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES
+from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -333,14 +333,59 @@ def test_nan_density_counts_as_empty(device):
     assert grid.occupied_fraction() > 0
 
 
+def _march_outputs(occupancy, aabb, resolution, rays_o, rays_d):
+    """march_rays on the rays' device from a grid's state (run by the CPU subprocess too)."""
+    grid = OccupancyGrid(aabb, resolution=resolution).to(rays_o.device)
+    grid.occupancy.copy_(occupancy.to(rays_o.device))
+    return [t.cpu() for t in march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.01, 64)]
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@needs_cuda_session
 def test_cuda_matches_cpu():
+    # Bit-exact, as against the twin (fast_math off; float64 rays). The CPU side runs on a real
+    # CPU backend in a subprocess. Not yet run on a GPU: if FMA contraction on CUDA moves a
+    # midpoint across a cell face, this needs the measured tolerance instead.
     grid = random_grid(16, 0.2, "cpu")
     rays_o, rays_d = random_rays(500, torch.float64, "cpu")
-    cpu = march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.01, 64)
-    gpu = march_rays(grid.cuda(), rays_o.cuda(), rays_d.cuda(), 0.1, 6.0, 0.01, 64)
-    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
+    state = (grid.occupancy, grid.aabb, grid.resolution)
+    cpu = run_on_cpu_backend(_march_outputs, *state, rays_o, rays_d)
+    gpu = _march_outputs(*(t.cuda() if torch.is_tensor(t) else t for t in state),
+                         rays_o.cuda(), rays_d.cuda())
+    assert all(torch.equal(a, b) for a, b in zip(cpu, gpu))
     ball = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=16).cuda()
     ball.update(0, ball_density())
     assert ball.occupied_fraction() > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_info_matches_the_twin(device):
+    grid = random_grid(16, 0.3, device)
+    rays_o, rays_d = random_rays(300, torch.float64, device)
+    *samples, info = march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.02, 64, return_packed_info=True)
+    *twin_samples, twin_info = ref.march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.02, 64,
+                                              return_packed_info=True)
+    assert all(torch.equal(a, b) for a, b in zip(samples, twin_samples))
+    assert torch.equal(info.counts, twin_info.counts) and torch.equal(info.starts, twin_info.starts)
+    assert (info.n_samples, info.max_count) == (twin_info.n_samples, twin_info.max_count)
+    assert info.counts.dtype == info.starts.dtype == torch.int32
+    assert torch.equal(torch.repeat_interleave(torch.arange(300, device=device), info.counts.long()),
+                       samples[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_block_occupancy_is_cached_until_the_grid_changes(device):
+    from taichi_nerf.kernels.marching import _block_occupancy
+
+    grid = random_grid(16, 0.0, device)
+    blocks = _block_occupancy(grid)
+    assert _block_occupancy(grid) is blocks and int(blocks.sum()) == 0  # cached
+    rays_o, rays_d = random_rays(50, torch.float32, device)
+    assert march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.02)[0].numel() == 0
+    grid.mark_all_occupied()  # an in-place write: the cache must not serve the old blocks
+    assert march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.02)[0].numel() > 0
+    state = random_grid(16, 0.0, device).state_dict()
+    grid.load_state_dict(state)
+    assert march_rays(grid, rays_o, rays_d, 0.1, 6.0, 0.02)[0].numel() == 0
+    grid.update(0, ball_density())
+    assert int(_block_occupancy(grid).sum()) > 0

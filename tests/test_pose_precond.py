@@ -161,3 +161,31 @@ def test_pose_errors_in_pixels():
     assert errors["translation_error_px_mean"] == pytest.approx(
         float((0.01 * focal / depth).mean()))
     assert "aligned_rotation_error_px_mean" in errors
+
+
+def test_pixel_dataset_feeds_the_sampler():
+    from taichi_nerf import PixelDataset
+
+    images = torch.randint(0, 256, (3, 4, 5, 3), dtype=torch.uint8)
+    data = PixelDataset(images, torch.tensor([[10.0, 10.0, 2.5, 2.0]]).repeat(3, 1))
+    assert data.num_cameras == 3 and torch.equal(data.camera_ids, torch.arange(3))
+    a = PixelSampler(data, seed=5).sample(8)
+    b = PixelSampler(images, seed=5).sample(8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_removing_the_rig_motion_keeps_relative_corrections_and_kills_a_global_one():
+    from taichi_nerf.pose_precond import remove_rig_motion, rig_motion_basis
+
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    poses, _ = _random_cameras(12, generator)
+    centres, pivot = poses[:, :, 3], torch.zeros(3, dtype=torch.float64)
+    scale = float(centres.norm(dim=-1).mean())
+    basis = rig_motion_basis(centres, pivot, scale)
+    g = torch.randn(6, dtype=torch.float64, generator=generator) * 0.01
+    rigid = basis @ g
+    assert torch.allclose(remove_rig_motion(rigid, basis, scale), torch.zeros_like(rigid),
+                          atol=1e-12)
+    relative = torch.randn(12, 6, dtype=torch.float64, generator=generator) * 0.01
+    once = remove_rig_motion(relative, basis, scale)
+    assert torch.allclose(remove_rig_motion(once + rigid, basis, scale), once, atol=1e-12)

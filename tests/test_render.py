@@ -112,3 +112,45 @@ def test_render_rays_sends_gradients_to_the_rays():
                       step_size=0.05, background=torch.ones(3))
     v_o, v_d = torch.autograd.grad(out["rgb"].sum(), [rays_o, rays_d])
     assert v_o.abs().sum() > 0 and v_d.abs().sum() > 0
+
+
+#: gather_rays vs the twin: sums of the same float32 values in another order.
+GATHER_BWD_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def test_gather_rays_matches_its_twin_and_gradchecks():
+    from taichi_nerf import reference as ref
+    from taichi_nerf.kernels.packed import gather_rays, packed_info_from_sorted
+
+    counts = torch.randint(0, 9, (50,))
+    counts[::7] = 0  # rays without samples
+    ray_indices = torch.repeat_interleave(torch.arange(50), counts)
+    info = packed_info_from_sorted(ray_indices, 50)
+    values = torch.randn(50, 3, requires_grad=True)
+    v = torch.randn(ray_indices.shape[0], 3)
+    want = ref.gather_rays(values, ray_indices)
+    (want_grad,) = torch.autograd.grad(want, values, v)
+    for packed in (info, None):
+        got = gather_rays(values, ray_indices, packed)
+        assert torch.equal(got, want)
+        (grad,) = torch.autograd.grad(got, values, v)
+        torch.testing.assert_close(grad, want_grad, **GATHER_BWD_TOL)
+    small = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([0, 0, 2, 3, 3, 3, 5])
+    small_info = packed_info_from_sorted(idx, 6)
+    assert torch.autograd.gradcheck(lambda x: gather_rays(x, idx, small_info), (small,))
+    shuffled = idx[torch.randperm(7)]
+    assert torch.autograd.gradcheck(lambda x: gather_rays(x, shuffled), (small,))
+
+
+def test_render_rays_keys_types_and_packed_info():
+    rays_o, rays_d = _rays(32, seed=3)
+    out = render_rays(_blob_field, _full_grid(), rays_o, rays_d, near=1.0, far=5.0,
+                      step_size=0.05, background=torch.ones(3),
+                      density_fn=lambda p: _blob_field(p, p)[0])
+    assert {"rgb", "opacity", "depth", "num_samples", "num_marched"} <= set(out)
+    assert type(out["num_samples"]) is int and type(out["num_marched"]) is int
+    assert 0 < out["num_samples"] <= out["num_marched"]
+    info = out["packed_info"]
+    assert info.n_samples == out["num_samples"] == int(info.counts.sum())
+    assert int(info.counts.max()) <= info.max_count

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_init_is_idempotent_and_refuses_to_switch():
     assert taichi_nerf.init("auto") == arch
     assert taichi_nerf.init(arch) == arch
     other = "cuda" if arch == "cpu" else "cpu"
-    with pytest.raises(RuntimeError, match="cannot switch"):
+    with pytest.raises(runtime.BackendSwitchError, match="cannot switch"):
         taichi_nerf.init(other)
 
 
@@ -63,3 +64,51 @@ def test_first_op_starts_taichi_and_fills_the_offline_cache(tmp_path):
     assert proc.stdout.split()[-2:] == ["16", "cpu"]
     cache = tmp_path / "cache"
     assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*")), "no offline cache"
+
+
+def _sh_of(d):
+    return taichi_nerf.sh_encode(d)
+
+
+def test_run_on_cpu_backend_gives_the_in_process_cpu_answer():
+    # The helper CUDA-vs-CPU tests use: a subprocess on the CPU backend, same bits as here.
+    from conftest import TEST_ARCH, run_on_cpu_backend
+
+    d = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    out = run_on_cpu_backend(_sh_of, d)
+    assert out.shape == (64, 16)
+    if TEST_ARCH == "cpu":
+        assert torch.equal(out, _sh_of(d))
+
+
+def test_cpu_tensors_on_the_cuda_backend_are_refused(monkeypatch):
+    # No GPU needed: pretend the backend is CUDA; the check runs before any launch.
+    monkeypatch.setattr(runtime, "_arch", "cuda")
+    with pytest.raises(runtime.DeviceMismatchError, match="CPU tensors but Taichi runs on the CUDA"):
+        runtime.ensure_initialized(torch.device("cpu"), op="sh_encode")
+    monkeypatch.setattr(runtime, "_arch", "cpu")
+    with pytest.raises(runtime.DeviceMismatchError, match="CUDA tensors but Taichi runs on the CPU"):
+        runtime.ensure_initialized(torch.device("cuda"), op="sh_encode")
+
+
+def test_reference_twins_import_no_taichi(tmp_path):
+    # Block taichi, skip the package __init__ (it re-exports the Taichi ops), import the twins.
+    code = (
+        "import sys, types, importlib.abc, pathlib, torch\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'taichi' or name.startswith('taichi.'):\n"
+        "            raise ImportError('taichi blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "pkg = types.ModuleType('taichi_nerf')\n"
+        f"pkg.__path__ = [{str(Path(taichi_nerf.__file__).parent)!r}]\n"
+        "sys.modules['taichi_nerf'] = pkg\n"
+        "from taichi_nerf import reference as ref\n"
+        "from taichi_nerf.kernels.specs import HashGridSpec\n"
+        "spec = HashGridSpec(n_levels=2, log2_table_size=8, base_resolution=4, finest_resolution=8)\n"
+        "out = ref.hash_encode(torch.rand(4, 3), torch.rand(spec.table_size, 2), spec)\n"
+        "print(out.shape[1], ref.sh_encode(torch.rand(2, 3)).shape[1], 'taichi' in sys.modules)\n"
+    )
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-3:] == ["4", "16", "False"]

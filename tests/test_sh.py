@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES
+from conftest import DEVICES, needs_cuda_session, run_on_cpu_backend
 
 from taichi_nerf import reference as ref
 from taichi_nerf.kernels import _common
@@ -124,14 +124,21 @@ def test_bad_inputs_raise_value_error():
         sh_encode(torch.rand(4, 3, device="meta"))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-def test_cuda_matches_cpu_kernel():
-    d = _directions(1000, torch.float32, "cpu").requires_grad_()
-    d_cuda = d.detach().cuda().requires_grad_()
-    out, out_cuda = sh_encode(d), sh_encode(d_cuda)
-    torch.testing.assert_close(out_cuda.cpu(), out, atol=FWD_ATOL[torch.float32], rtol=0)
-    v = torch.randn_like(out)
+def _sh_outputs(d, v):
+    """Forward and d-gradient on the tensors' device (module level: the CPU subprocess runs it)."""
+    d = d.clone().requires_grad_()
+    out = sh_encode(d)
     (g,) = torch.autograd.grad((out * v).sum(), [d])
-    (g_cuda,) = torch.autograd.grad((out_cuda * v.cuda()).sum(), [d_cuda])
-    torch.testing.assert_close(g_cuda.cpu(), g, atol=BWD_ATOL[torch.float32], rtol=0)
+    return [out.detach().cpu(), g.cpu()]
+
+
+@pytest.mark.cuda
+@needs_cuda_session
+def test_cuda_matches_cpu_kernel():
+    # The CPU side runs on a real CPU backend, in a subprocess (one backend per process).
+    d = _directions(1000, torch.float32, "cpu")
+    v = torch.randn(1000, SH_OUTPUT_DIM)
+    out, g = run_on_cpu_backend(_sh_outputs, d, v)
+    out_cuda, g_cuda = _sh_outputs(d.cuda(), v.cuda())
+    torch.testing.assert_close(out_cuda, out, atol=FWD_ATOL[torch.float32], rtol=0)
+    torch.testing.assert_close(g_cuda, g, atol=BWD_ATOL[torch.float32], rtol=0)

@@ -161,3 +161,41 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert load_checkpoint(run / "checkpoint_latest.pt")["step"] == 20
     assert not (run / "final_poses.pt").exists()
     assert "non-finite" in (run / "logs" / "train.log").read_text()
+
+
+def test_a_capture_refines_its_own_poses_and_says_so(tmp_path):
+    """A COLMAP capture: init from the given poses (no synthetic noise by default), the run is
+    named after the capture folder, and the errors are labelled as movement from the input."""
+    pytest.importorskip("pycolmap")
+    from test_colmap import _write_capture  # tests/ is on sys.path (pytest prepend mode)
+
+    scene = tmp_path / "my capture" / "garden"
+    scene.mkdir(parents=True)
+    _write_capture(scene, binary=True)
+    result = train_with_pose_optimization(TrainConfig(
+        scene=str(scene), output_dir=str(tmp_path / "out"), progress=False, num_iters=4,
+        val_every=4, pose_opt_delay=0, num_val_views=1, device="cpu",
+        eval=EvalConfig(num_test_views=1)))
+    metrics = result["metrics"]
+    assert result["output_dir"].name.startswith("garden_poseopt_cleaninit_")
+    assert metrics["init_mode"] == "clean"
+    assert metrics["initial_pose_errors"]["rotation_error_mean"] == 0.0
+    assert metrics["pose_errors_against"].startswith("input_poses")
+    assert (result["output_dir"] / "history.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_camp_preconditioning_is_exact(tmp_path):
+    overrides = dict(num_iters=40, val_every=20, pose_opt_delay=5, experiment_name=None,
+                     pose_preconditioning="camp", sampler="per_camera", pose_lr=0.3,
+                     pose_lr_final=0.03, pose_lr_warmup=5)
+    whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
+    first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=20, **overrides))
+    resumed = train_with_pose_optimization(_config(tmp_path / "b", resume=str(first["output_dir"]),
+                                                   **overrides))
+    a = torch.load(whole["output_dir"] / "final_poses.pt", weights_only=True)
+    b = torch.load(resumed["output_dir"] / "final_poses.pt", weights_only=True)
+    assert torch.equal(a["optimized_poses"], b["optimized_poses"])
+    state = load_checkpoint(resumed["output_dir"] / "checkpoint_latest.pt")
+    assert state["poses"]["preconditioner"].shape == (100, 6, 6)
+    assert not torch.equal(a["optimized_poses"], a["initial_poses"])

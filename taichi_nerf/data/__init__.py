@@ -18,12 +18,13 @@ from os import PathLike
 
 from taichi_nerf.data.blender import ImageSet, load_blender_scene
 from taichi_nerf.data.paths import DatasetError, data_root, find_scene, scene_format
-from taichi_nerf.data.pixels import PixelSampler
+from taichi_nerf.data.pixels import PixelDataset, PixelSampler
 from taichi_nerf.data.transforms import DEFAULT_HOLDOUT_EVERY, load_transforms_scene
 
 __all__ = [
     "DatasetError",
     "ImageSet",
+    "PixelDataset",
     "PixelSampler",
     "data_root",
     "find_scene",

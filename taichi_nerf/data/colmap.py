@@ -112,10 +112,12 @@ def _camera_intrinsics(model_dir: Path, camera_id: int, camera: Any) -> np.ndarr
     """``(fx, fy, cx, cy)`` of a pinhole(-equivalent) camera; anything else is refused."""
     model = camera.model.name if hasattr(camera.model, "name") else str(camera.model)
     params = np.asarray(camera.params, dtype=np.float64)
+    scene_dir = model_dir.parent.parent if model_dir.name == "0" else model_dir.parent
+    images, out = scene_dir / COLMAP_IMAGES_DIR, scene_dir.with_name(scene_dir.name + "_undistorted")
     undistort = (
-        f"undistort the capture first: colmap image_undistorter --image_path IMAGES "
-        f"--input_path {model_dir} --output_path UNDISTORTED (or pycolmap.undistort_images("
-        f"'UNDISTORTED', '{model_dir}', 'IMAGES')), then pass --scene UNDISTORTED"
+        f"undistort the capture first: colmap image_undistorter --image_path {images} "
+        f"--input_path {model_dir} --output_path {out} (or in Python: pycolmap."
+        f"undistort_images('{out}', '{model_dir}', '{images}')), then pass --scene {out}"
     )
     if model not in _PINHOLE_LAYOUT:
         raise DatasetError(

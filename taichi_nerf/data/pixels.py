@@ -7,11 +7,40 @@ batch's ``(camera_ids, pixels)`` into rays from the *current* poses with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
-__all__ = ["PixelSampler"]
+__all__ = ["PixelDataset", "PixelSampler"]
+
+
+@dataclasses.dataclass
+class PixelDataset:
+    """The training pixels of a split, what :class:`PixelSampler` draws from.
+
+    Attributes:
+        images: ``uint8 [N, H, W, 3]`` (row ``v``, column ``u``).
+        intrinsics: ``[N, 4]`` ``(fx, fy, cx, cy)`` per camera, pixels.
+        camera_ids: ``[N]`` long, the pose index of each image (``arange(N)`` by default).
+    """
+
+    images: torch.Tensor
+    intrinsics: torch.Tensor
+    camera_ids: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.camera_ids is None:
+            self.camera_ids = torch.arange(self.images.shape[0])
+
+    @classmethod
+    def from_image_set(cls, image_set) -> PixelDataset:
+        """The pixels of an ``ImageSet`` (``load_scene(...)["train"]``)."""
+        return cls(image_set.images, image_set.intrinsics)
+
+    @property
+    def num_cameras(self) -> int:
+        return int(self.images.shape[0])
 
 
 class PixelSampler:
@@ -19,8 +48,8 @@ class PixelSampler:
     stratified over cameras.
 
     Args:
-        images: ``uint8 [N, H, W, 3]`` training images (e.g. ``ImageSet.images``); a copy is
-            kept on ``device``.
+        images: ``uint8 [N, H, W, 3]`` training images (e.g. ``ImageSet.images``) or a
+            :class:`PixelDataset`; a copy is kept on ``device``.
         seed: seed of the ``torch.Generator`` (on ``device``) that draws the pixels.
         device: where the images live and batches are returned.
         mode: ``"uniform"`` (every pixel equally likely) or ``"per_camera"`` (every camera gets
@@ -37,6 +66,8 @@ class PixelSampler:
         self, images: torch.Tensor, seed: int = 0, device: torch.device | str = "cpu",
         mode: str = "uniform",
     ) -> None:
+        if isinstance(images, PixelDataset):
+            images = images.images
         if mode not in ("uniform", "per_camera"):
             raise ValueError(f"PixelSampler: mode must be 'uniform' or 'per_camera', got {mode!r}")
         self.mode = mode

@@ -20,7 +20,8 @@ __all__ = [
     "prepare",
     "for_kernel",
     "empty_like_poisoned",
-    "zeros",
+    "placeholder",
+    "check_index_size",
 ]
 
 #: Float dtypes every op accepts (kernels are compiled per dtype).
@@ -102,10 +103,38 @@ def check_same_device(op: str, **tensors: torch.Tensor) -> torch.device:
 
 
 def prepare(op: str, **tensors: torch.Tensor) -> torch.device:
-    """Check the tensors share a device and start Taichi for it (CPU or CUDA backend)."""
+    """Check the tensors share a device, start Taichi for it, and check the backend takes it.
+
+    Raises :class:`~taichi_nerf.runtime.DeviceMismatchError` for CPU tensors on the CUDA backend
+    (Taichi would copy them host -> device -> host on every launch) and for CUDA tensors on the
+    CPU backend; on CUDA, also when torch is not on its default stream (Taichi launches on the
+    legacy default stream, so work queued on another torch stream would not be ordered).
+    """
     device = check_same_device(op, **tensors)
-    ensure_initialized(device)
+    ensure_initialized(device, op=op)
+    if device.type == "cuda" and torch.cuda.current_stream(device) != torch.cuda.default_stream(
+        device
+    ):
+        raise ValueError(
+            f"{op}: torch is on a non-default CUDA stream; Taichi kernels run on the default "
+            "stream, so call taichi_nerf ops outside `with torch.cuda.stream(...)`"
+        )
     return device
+
+
+def check_index_size(op: str, **sizes: int) -> None:
+    """Raise ``ValueError`` when an array the kernels index with int32 has 2^31 elements or more.
+
+    Args:
+        op: the public op's name, for the message.
+        sizes: ``name=element count`` of each array (e.g. ``out=N * L * F``).
+    """
+    for name, size in sizes.items():
+        if size >= 2**31:
+            raise ValueError(
+                f"{op}: {name} would hold {size} elements, past the 2^31 - 1 that the kernels' "
+                "int32 indices reach; pass fewer points per call (a smaller chunk)"
+            )
 
 
 def for_kernel(tensor: torch.Tensor) -> torch.Tensor:
@@ -121,6 +150,18 @@ def empty_like_poisoned(shape, *, dtype: torch.dtype, device: torch.device) -> t
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def zeros(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A zeroed buffer for kernels that accumulate (atomic adds)."""
-    return torch.zeros(shape, dtype=dtype, device=device)
+_PLACEHOLDERS: dict[tuple, torch.Tensor] = {}
+
+
+def placeholder(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small zeroed tensor standing in for an array argument a kernel variant never touches.
+
+    Cached per (shape, dtype, device), so a launch allocates nothing for it. Kernels must not
+    write into it (the flags that select the variant make sure of that).
+    """
+    key = (tuple(shape), dtype, str(device))
+    tensor = _PLACEHOLDERS.get(key)
+    if tensor is None:
+        tensor = torch.zeros(shape, dtype=dtype, device=device)
+        _PLACEHOLDERS[key] = tensor
+    return tensor

@@ -28,8 +28,10 @@ threads to be scheduled.
 import taichi as ti
 import torch
 from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
 
 from taichi_nerf.kernels import _common
+from taichi_nerf.kernels.packed import PackedInfo
 
 __all__ = ["composite", "packed_info_from_ray_indices"]
 
@@ -186,69 +188,82 @@ class _CompositeFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sigmas, rgbs, background, t_starts, t_ends, starts, counts, early_stop_eps):
-        # Detached views: a tensor that requires grad makes Taichi compile an autodiff variant.
-        sigmas, rgbs = _common.for_kernel(sigmas), _common.for_kernel(rgbs)
-        background = _common.for_kernel(background)
-        n_rays, n_samples = starts.shape[0], sigmas.shape[0]
-        dtype, device = sigmas.dtype, sigmas.device
-        new = lambda *shape, d=dtype: _common.empty_like_poisoned(shape, dtype=d, device=device)
-        out_rgb, out_opacity, out_depth = new(n_rays, 3), new(n_rays), new(n_rays)
-        save = any(ctx.needs_input_grad[:3])
-        # For the backward: the factors exp(-sigma delta) (so it needs no exp), the colour
-        # before the background, and where early termination stopped each ray.
-        decays = new(n_samples if save else 1)
-        acc_rgb = new(n_rays if save else 1, 3)
-        n_used = new(n_rays if save else 1, d=torch.int32)
-        bg_per_ray = int(background.shape[0] > 1)
-        if n_rays > 0:
-            per_sample = (sigmas, rgbs, t_starts, t_ends, decays)
-            if n_samples == 0:  # rays without samples: no zero-size arrays into Taichi
-                per_sample = (new(1), new(1, 3), new(1), new(1), new(1))
-            s, c, t0, t1, dec = per_sample
-            _composite_fwd_kernel(
-                s, c, t0, t1, starts, counts, background, bg_per_ray, float(early_stop_eps),
-                out_rgb, out_opacity, out_depth, acc_rgb, n_used, dec, _common.ti_dtype(dtype),
-                save and n_samples > 0,
-            )  # fmt: skip
-        if save:
-            ctx.bg_per_ray = bg_per_ray
-            ctx.save_for_backward(
-                decays, rgbs if ctx.needs_input_grad[0] else None, t_starts, t_ends, starts,
-                counts, n_used, acc_rgb, out_opacity, out_depth, background,
-            )  # fmt: skip
-        return out_rgb, out_opacity, out_depth
+        with record_function("taichi_nerf.composite.forward"):
+            return _forward(ctx, sigmas, rgbs, background, t_starts, t_ends, starts, counts,
+                            early_stop_eps)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, v_rgb, v_opacity, v_depth):
-        # Saved outputs come back attached to the graph; Taichi must see plain tensors.
-        saved = [None if t is None else t.detach() for t in ctx.saved_tensors]
-        decays, rgbs, t_starts, t_ends, starts, counts, n_used = saved[:7]
-        acc_rgb, opacity, depth, background = saved[7:]
-        need_sigmas, need_rgbs, need_bg = (bool(x) for x in ctx.needs_input_grad[:3])
-        n_rays, n_samples = starts.shape[0], t_starts.shape[0]
-        dtype, device = t_starts.dtype, t_starts.device
-        new = lambda *shape: _common.empty_like_poisoned(shape, dtype=dtype, device=device)
-        v_sigmas = new(n_samples) if need_sigmas else None
-        v_rgbs = new(n_samples, 3) if need_rgbs else None
-        v_bg_rays = new(n_rays, 3) if need_bg else None
-        if n_rays > 0 and n_samples > 0:
-            dummy = torch.zeros(1, 3, dtype=dtype, device=device)  # stands in for unused arrays
-            _composite_bwd_kernel(
-                decays, dummy if rgbs is None else rgbs, t_starts, t_ends, starts, counts,
-                n_used, acc_rgb, opacity, depth, background, ctx.bg_per_ray,
-                _common.for_kernel(v_rgb), _common.for_kernel(v_opacity),
-                _common.for_kernel(v_depth),
-                v_sigmas if need_sigmas else dummy[0], v_rgbs if need_rgbs else dummy,
-                v_bg_rays if need_bg else dummy, _common.ti_dtype(dtype),
-                need_sigmas, need_rgbs, need_bg,
-            )  # fmt: skip
-        elif need_bg:  # no samples: every ray shows its background fully
-            v_bg_rays = (v_rgb * (1.0 - opacity)[:, None]).contiguous()
-        v_background = None
-        if need_bg:
-            v_background = v_bg_rays if ctx.bg_per_ray else v_bg_rays.sum(0, keepdim=True)
-        return v_sigmas, v_rgbs, v_background, None, None, None, None, None
+        with record_function("taichi_nerf.composite.backward"):
+            return _backward(ctx, v_rgb, v_opacity, v_depth)
+
+
+def _forward(ctx, sigmas, rgbs, background, t_starts, t_ends, starts, counts, early_stop_eps):
+    # Detached views: a tensor that requires grad makes Taichi compile an autodiff variant.
+    sigmas, rgbs = _common.for_kernel(sigmas), _common.for_kernel(rgbs)
+    background = _common.for_kernel(background)
+    n_rays, n_samples = starts.shape[0], sigmas.shape[0]
+    dtype, device = sigmas.dtype, sigmas.device
+    new = lambda *shape, d=dtype: _common.empty_like_poisoned(shape, dtype=d, device=device)
+    out_rgb, out_opacity, out_depth = new(n_rays, 3), new(n_rays), new(n_rays)
+    save = any(ctx.needs_input_grad[:3])
+    # For the backward: the factors exp(-sigma delta) (so it needs no exp), the colour
+    # before the background, and where early termination stopped each ray.
+    decays = new(n_samples if save else 1)
+    acc_rgb = new(n_rays if save else 1, 3)
+    n_used = new(n_rays if save else 1, d=torch.int32)
+    bg_per_ray = int(background.shape[0] > 1)
+    if n_rays > 0:
+        per_sample = (sigmas, rgbs, t_starts, t_ends, decays)
+        if n_samples == 0:  # rays without samples: no zero-size arrays into Taichi
+            per_sample = (new(1), new(1, 3), new(1), new(1), new(1))
+        s, c, t0, t1, dec = per_sample
+        _composite_fwd_kernel(
+            s, c, t0, t1, starts, counts, background, bg_per_ray, float(early_stop_eps),
+            out_rgb, out_opacity, out_depth, acc_rgb, n_used, dec, _common.ti_dtype(dtype),
+            save and n_samples > 0,
+        )  # fmt: skip
+    if save:
+        ctx.bg_per_ray = bg_per_ray
+        ctx.save_for_backward(
+            decays, rgbs if ctx.needs_input_grad[0] else None, t_starts, t_ends, starts,
+            counts, n_used, acc_rgb, out_opacity, out_depth, background,
+        )  # fmt: skip
+    return out_rgb, out_opacity, out_depth
+
+
+def _backward(ctx, v_rgb, v_opacity, v_depth):
+    # Saved outputs come back attached to the graph; Taichi must see plain tensors.
+    saved = [None if t is None else t.detach() for t in ctx.saved_tensors]
+    decays, rgbs, t_starts, t_ends, starts, counts, n_used = saved[:7]
+    acc_rgb, opacity, depth, background = saved[7:]
+    need_sigmas, need_rgbs, need_bg = (bool(x) for x in ctx.needs_input_grad[:3])
+    n_rays, n_samples = starts.shape[0], t_starts.shape[0]
+    dtype, device = t_starts.dtype, t_starts.device
+    new = lambda *shape: _common.empty_like_poisoned(shape, dtype=dtype, device=device)
+    v_sigmas = new(n_samples) if need_sigmas else None
+    v_rgbs = new(n_samples, 3) if need_rgbs else None
+    v_bg_rays = new(n_rays, 3) if need_bg else None
+    if n_rays > 0 and n_samples > 0:
+        unused = _common.placeholder((1, 3), dtype=dtype, device=device)  # never written
+        unused_1 = _common.placeholder((1,), dtype=dtype, device=device)
+        _composite_bwd_kernel(
+            decays, unused if rgbs is None else rgbs, t_starts, t_ends, starts, counts,
+            n_used, acc_rgb, opacity, depth, background, ctx.bg_per_ray,
+            _common.for_kernel(v_rgb), _common.for_kernel(v_opacity),
+            _common.for_kernel(v_depth),
+            v_sigmas if need_sigmas else unused_1, v_rgbs if need_rgbs else unused,
+            v_bg_rays if need_bg else unused, _common.ti_dtype(dtype),
+            need_sigmas, need_rgbs, need_bg,
+        )  # fmt: skip
+    elif need_bg:  # no samples: every ray shows its background fully
+        v_bg_rays = (v_rgb * (1.0 - opacity)[:, None]).contiguous()
+    v_background = None
+    if need_bg:
+        v_background = v_bg_rays if ctx.bg_per_ray else v_bg_rays.sum(0, keepdim=True)
+    # t_starts, t_ends, starts, counts, early_stop_eps: not differentiable
+    return v_sigmas, v_rgbs, v_background, None, None, None, None, None
 
 
 @ti.kernel
@@ -323,6 +338,23 @@ def _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, backgroun
     _common.check_same_device(_OP, **tensors)
 
 
+def _check_packed_info(info, n_rays: int, sigmas: torch.Tensor):
+    """Shapes, dtypes and device of a given PackedInfo (host-side checks only, no sync)."""
+    if not isinstance(info, PackedInfo):
+        raise ValueError(f"{_OP}: packed_info must be a PackedInfo, got {type(info).__name__}")
+    for name in ("starts", "counts"):
+        t = getattr(info, name)
+        _common.check_tensor(f"packed_info.{name}", t, op=_OP, shape=(n_rays,),
+                             dtypes=(torch.int32,))  # fmt: skip
+        _common.check_same_device(_OP, sigmas=sigmas, **{f"packed_info.{name}": t})
+    if info.n_samples != sigmas.shape[0]:
+        raise ValueError(
+            f"{_OP}: packed_info describes {info.n_samples} samples but sigmas has "
+            f"{sigmas.shape[0]}"
+        )
+    return info.starts, info.counts
+
+
 def composite(
     sigmas: torch.Tensor,
     rgbs: torch.Tensor,
@@ -332,6 +364,7 @@ def composite(
     n_rays: int,
     background: torch.Tensor | None = None,
     early_stop_eps: float = 0.0,
+    packed_info: PackedInfo | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Alpha-composite packed samples along their rays (the maths is in the module docstring).
 
@@ -346,6 +379,9 @@ def composite(
         background: ``[3]`` or ``[R, 3]`` colour behind the scene, or ``None`` (black).
         early_stop_eps: a ray stops at its first sample whose transmittance ``T_i`` is below
             this; that sample and all after it contribute nothing (``0`` never stops).
+        packed_info: the :class:`~taichi_nerf.kernels.packed.PackedInfo` of ``ray_indices``
+            (``march_rays(..., return_packed_info=True)`` makes it). Given, it is trusted: no
+            rebuild, no validation, no host sync. ``None``: built and validated here (one sync).
 
     Returns:
         ``rgb [R, 3]``, ``opacity [R]`` (sum of the weights) and ``depth [R]`` (unnormalised,
@@ -365,7 +401,11 @@ def composite(
     _check_inputs(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, background, early_stop_eps)
     _common.prepare(_OP, sigmas=sigmas)
     n_rays = int(n_rays)
-    starts, counts = packed_info_from_ray_indices(ray_indices, n_rays)
+    _common.check_index_size(_OP, rgbs=rgbs.shape[0] * 3)
+    if packed_info is None:
+        starts, counts = packed_info_from_ray_indices(ray_indices, n_rays)
+    else:
+        starts, counts = _check_packed_info(packed_info, n_rays, sigmas)
     if background is None:
         bg = torch.zeros(1, 3, dtype=sigmas.dtype, device=sigmas.device)
     else:  # differentiable cast and view; the kernels add the background themselves

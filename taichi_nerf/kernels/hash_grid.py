@@ -1,21 +1,9 @@
 """Multiresolution hash-grid encoding (Instant-NGP) as Taichi kernels wired into torch autograd.
 
-Public: :class:`HashGridSpec` (the level layout, shared with the torch twin
-``taichi_nerf.reference.hash_encode``), :func:`hash_encode` and the :class:`HashGrid` module.
+Public: :func:`hash_encode` and the :class:`HashGrid` module (:class:`HashGridSpec` and
+:data:`HASH_PRIMES` are re-exported from :mod:`taichi_nerf.kernels.specs`).
 
-Level layout (the one rule, used by kernel and twin alike; see :meth:`HashGridSpec.levels`):
-
-* per-level scale ``b = exp((ln finest - ln base) / (L - 1))`` (``b = 1`` when ``L = 1``);
-* resolution ``res_l = floor(base * b**l + 1e-6)`` (the epsilon makes the finest level exactly
-  ``finest_resolution`` despite rounding); a level has ``res_l`` cells and ``res_l + 1``
-  vertices per axis;
-* a level is **dense** when ``(res_l + 1)**3 <= 2**log2_table_size``: vertex ``(i, j, k)`` sits at
-  row ``i + j (res_l+1) + k (res_l+1)**2`` and its segment has ``(res_l+1)**3`` rows rounded up to a
-  multiple of 8 (as instant-ngp aligns its levels); otherwise it is **hashed** into
-  ``2**log2_table_size`` rows with ``(i * 1) ^ (j * 2654435761) ^ (k * 805459861) mod 2**log2T``
-  in uint32 arithmetic;
-* segments are stored level after level: level ``l`` owns rows
-  ``level_offsets()[l] : level_offsets()[l + 1]`` of the ``[table_size, F]`` table.
+The level layout is defined once in :mod:`taichi_nerf.kernels.specs` (shared with the twin).
 
 A point ``x`` in ``[0, 1]^3`` (clamped first) lies at ``p = x * res_l`` in level ``l``; its cell is
 ``c = min(floor(p), res_l - 1)`` and the feature is the trilinear blend of the cell's 8 corners
@@ -23,122 +11,20 @@ with weights from ``p - c``.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
-import math
 import os
-from dataclasses import dataclass
-from functools import cached_property
 
 import taichi as ti
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from taichi_nerf.kernels import _common
+from taichi_nerf.kernels.specs import HASH_PRIMES, HashGridSpec
 from taichi_nerf.runtime import current_arch
 
 __all__ = ["HASH_PRIMES", "HashGridSpec", "hash_encode", "HashGrid"]
 
-#: Spatial-hash primes per axis (Teschner et al.; Instant-NGP uses 1 for x for cache coherence).
-HASH_PRIMES = (1, 2654435761, 805459861)
-
 _OP = "hash_encode"
-
-
-@dataclass(frozen=True)
-class HashGridSpec:
-    """Shape of a multiresolution hash grid.
-
-    Attributes:
-        n_levels: number of levels L.
-        n_features: features per level F (output has ``L * F`` channels).
-        log2_table_size: log2 of the rows per hashed level (``T = 2**log2_table_size``).
-        base_resolution: cells per axis of the coarsest level.
-        finest_resolution: cells per axis of the finest level.
-    """
-
-    n_levels: int = 16
-    n_features: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 16
-    finest_resolution: int = 2048
-
-    def __post_init__(self):
-        if not 1 <= self.n_levels <= 64:
-            raise ValueError(f"HashGridSpec: n_levels must be in [1, 64], got {self.n_levels}")
-        if not 1 <= self.n_features <= 8:
-            raise ValueError(f"HashGridSpec: n_features must be in [1, 8], got {self.n_features}")
-        if not 3 <= self.log2_table_size <= 24:
-            raise ValueError(
-                f"HashGridSpec: log2_table_size must be in [3, 24], got {self.log2_table_size}"
-            )
-        if not 1 <= self.base_resolution <= self.finest_resolution <= 2**20:
-            raise ValueError(
-                "HashGridSpec: need 1 <= base_resolution <= finest_resolution <= 2**20, got "
-                f"{self.base_resolution} and {self.finest_resolution}"
-            )
-
-    @property
-    def output_dim(self) -> int:
-        """Channels of the encoding, ``n_levels * n_features``."""
-        return self.n_levels * self.n_features
-
-    @property
-    def per_level_scale(self) -> float:
-        """Growth factor ``b`` of the resolution from one level to the next."""
-        if self.n_levels == 1:
-            return 1.0
-        return math.exp(
-            (math.log(self.finest_resolution) - math.log(self.base_resolution))
-            / (self.n_levels - 1)
-        )
-
-    @cached_property
-    def _layout(self) -> tuple[tuple[int, ...], tuple[bool, ...], tuple[int, ...]]:
-        b = self.per_level_scale
-        hashed_rows = 2**self.log2_table_size
-        resolutions, dense, sizes = [], [], []
-        for level in range(self.n_levels):
-            res = max(1, math.floor(self.base_resolution * b**level + 1e-6))
-            vertices = (res + 1) ** 3
-            is_dense = vertices <= hashed_rows
-            resolutions.append(res)
-            dense.append(is_dense)
-            sizes.append(min(hashed_rows, (vertices + 7) // 8 * 8) if is_dense else hashed_rows)
-        return tuple(resolutions), tuple(dense), tuple(sizes)
-
-    def resolutions(self) -> tuple[int, ...]:
-        """Cells per axis of each level, ``[L]``."""
-        return self._layout[0]
-
-    def dense_levels(self) -> tuple[bool, ...]:
-        """Whether each level is densely indexed (True) or hashed (False), ``[L]``."""
-        return self._layout[1]
-
-    def level_sizes(self) -> tuple[int, ...]:
-        """Rows of each level's table segment, ``[L]``."""
-        return self._layout[2]
-
-    def level_offsets(self) -> tuple[int, ...]:
-        """First row of each level's segment, plus the total row count at the end, ``[L + 1]``."""
-        offsets = [0]
-        for size in self.level_sizes():
-            offsets.append(offsets[-1] + size)
-        return tuple(offsets)
-
-    @property
-    def table_size(self) -> int:
-        """Total rows of the table, ``T_total``."""
-        return self.level_offsets()[-1]
-
-    def levels(self) -> list[tuple[int, int, int, bool]]:
-        """Per level ``(resolution, offset, size, dense)`` -- what kernel and twin iterate over."""
-        offsets = self.level_offsets()
-        return [
-            (res, offsets[level], size, dense)
-            for level, (res, size, dense) in enumerate(
-                zip(self.resolutions(), self.level_sizes(), self.dense_levels())
-            )
-        ]
-
 
 # Level metadata as an int32 tensor [L, 4] = (resolution, offset, hash mask or -1 when dense,
 # segment rows),
@@ -398,19 +284,20 @@ def _cpu_groups(n_levels: int) -> int:
 class _HashEncodeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, spec: HashGridSpec):
-        x_k, table_k = _common.for_kernel(x), _common.for_kernel(table)
-        out = _common.empty_like_poisoned(
-            (x.shape[0], spec.output_dim), dtype=x.dtype, device=x.device
-        )
-        meta = _level_meta(spec, x.device)
-        if x.shape[0] > 0:
-            out_levels = _common.empty_like_poisoned(
-                (spec.n_levels, x.shape[0], spec.n_features), dtype=x.dtype, device=x.device
+        with record_function("taichi_nerf.hash_encode.forward"):
+            x_k, table_k = _common.for_kernel(x), _common.for_kernel(table)
+            out = _common.empty_like_poisoned(
+                (x.shape[0], spec.output_dim), dtype=x.dtype, device=x.device
             )
-            _hash_forward_kernel(
-                x_k, table_k, meta, out_levels, out, spec.n_levels, spec.n_features,
-                _level_tasks(), _common.ti_dtype(x.dtype),
-            )  # fmt: skip
+            meta = _level_meta(spec, x.device)
+            if x.shape[0] > 0:
+                out_levels = _common.empty_like_poisoned(
+                    (spec.n_levels, x.shape[0], spec.n_features), dtype=x.dtype, device=x.device
+                )
+                _hash_forward_kernel(
+                    x_k, table_k, meta, out_levels, out, spec.n_levels, spec.n_features,
+                    _level_tasks(), _common.ti_dtype(x.dtype),
+                )  # fmt: skip
         ctx.spec = spec
         need_x = ctx.needs_input_grad[0]
         # x is always needed (weights); the table only for the x-gradient.
@@ -425,42 +312,37 @@ class _HashEncodeFunction(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_table):
             return None, None, None
-        dtype, device = x.dtype, x.device
-        v_out = _common.for_kernel(v_out)
-        # The kernel writes every element of both gradients (see _hash_backward_kernel).
-        alloc = _common.empty_like_poisoned
-        v_table = alloc(ctx.table_shape, dtype=dtype, device=device) if need_table else None
-        v_x = alloc(x.shape, dtype=dtype, device=device) if need_x else None
-        if x.shape[0] == 0:
-            return (v_x, v_table.zero_() if need_table else None, None)
-        # Unused buffers still need a typed ndarray argument; a tiny dummy costs nothing.
-        dummy = torch.zeros((1, spec.n_features), dtype=dtype, device=device)
-        dummy3 = torch.zeros((1, 3), dtype=dtype, device=device)
-        level_tasks = _level_tasks()
-        n_groups = _cpu_groups(spec.n_levels) if level_tasks else 1
-        v_x_groups = (
-            alloc((n_groups, x.shape[0], 3), dtype=dtype, device=device)
-            if need_x and level_tasks
-            else torch.zeros((1, 1, 3), dtype=dtype, device=device)
-        )
-        _hash_backward_kernel(
-            x,
-            table if table is not None else dummy,
-            _level_meta(spec, device),
-            v_out,
-            alloc((spec.n_levels, x.shape[0], spec.n_features), dtype=dtype, device=device),
-            v_table if v_table is not None else dummy,
-            v_x_groups,
-            v_x if v_x is not None else dummy3,
-            spec.n_levels,
-            n_groups,
-            spec.n_features,
-            bool(need_table),
-            bool(need_x),
-            level_tasks,
-            _common.ti_dtype(dtype),
-        )
-        return v_x, v_table, None
+        with record_function("taichi_nerf.hash_encode.backward"):
+            v_x, v_table = _backward(spec, x, table, ctx.table_shape, v_out, need_x, need_table)
+        return v_x, v_table, None  # spec: not a tensor
+
+
+def _backward(spec, x, table, table_shape, v_out, need_x, need_table):
+    dtype, device = x.dtype, x.device
+    v_out = _common.for_kernel(v_out)
+    # The kernel writes every element of both gradients (see _hash_backward_kernel).
+    alloc = _common.empty_like_poisoned
+    v_table = alloc(table_shape, dtype=dtype, device=device) if need_table else None
+    v_x = alloc(x.shape, dtype=dtype, device=device) if need_x else None
+    if x.shape[0] == 0:
+        return v_x, v_table.zero_() if need_table else None
+    # Arrays a variant never touches get cached placeholders (no allocation per call).
+    unused_f = _common.placeholder((1, spec.n_features), dtype=dtype, device=device)
+    unused_3 = _common.placeholder((1, 3), dtype=dtype, device=device)
+    level_tasks = _level_tasks()
+    n_groups = _cpu_groups(spec.n_levels) if level_tasks else 1
+    if need_x and level_tasks:
+        v_x_groups = alloc((n_groups, x.shape[0], 3), dtype=dtype, device=device)
+    else:
+        v_x_groups = _common.placeholder((1, 1, 3), dtype=dtype, device=device)
+    _hash_backward_kernel(
+        x, table if table is not None else unused_f, _level_meta(spec, device), v_out,
+        alloc((spec.n_levels, x.shape[0], spec.n_features), dtype=dtype, device=device),
+        v_table if v_table is not None else unused_f, v_x_groups,
+        v_x if v_x is not None else unused_3, spec.n_levels, n_groups, spec.n_features,
+        bool(need_table), bool(need_x), level_tasks, _common.ti_dtype(dtype),
+    )  # fmt: skip
+    return v_x, v_table
 
 
 def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> torch.Tensor:
@@ -495,6 +377,9 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
             f"{_OP}: table is {table.dtype} but x is {x.dtype}; cast one so both match"
         )
     _common.prepare(_OP, x=x, table=table)
+    _common.check_index_size(
+        _OP, table=spec.table_size * spec.n_features, output=x.shape[0] * spec.output_dim
+    )
     return _HashEncodeFunction.apply(x, table, spec)
 
 

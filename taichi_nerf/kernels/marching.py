@@ -16,9 +16,11 @@ from collections.abc import Callable
 import taichi as ti
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from taichi_nerf.kernels import _common
 from taichi_nerf.kernels._geometry import grid_transform, ray_aabb_bounds
+from taichi_nerf.kernels.packed import PackedInfo, packed_info_from_counts
 
 __all__ = ["OccupancyGrid", "march_rays"]
 
@@ -168,11 +170,23 @@ def _block_occupancy_kernel(occupancy: ti.types.ndarray(), blocks: ti.types.ndar
             blocks[((x // _BLOCK) * nb + y // _BLOCK) * nb + z // _BLOCK] = 1
 
 
-def _block_occupancy(occupancy: torch.Tensor, res: int) -> torch.Tensor:
-    """``[nb^3]`` uint8: whether any cell of each ``_BLOCK^3`` block is occupied (padded)."""
+def _block_occupancy(grid: "OccupancyGrid") -> torch.Tensor:
+    """``[nb^3]`` uint8: whether any cell of each ``_BLOCK^3`` block is occupied (padded).
+
+    Cached on the grid until its occupancy buffer changes: every in-place write (``update``,
+    ``mark_all_occupied``, ``load_state_dict``) bumps the tensor's version counter, and ``.to()``
+    makes a new tensor. So marching costs no extra kernel launch between grid updates.
+    """
+    occupancy = grid.occupancy
+    key = (occupancy.data_ptr(), occupancy.device, occupancy._version, grid.resolution)
+    cached = getattr(grid, "_block_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    res = grid.resolution
     nb = -(-res // _BLOCK)
     blocks = torch.zeros(nb**3, dtype=torch.uint8, device=occupancy.device)
     _block_occupancy_kernel(occupancy.reshape(-1).contiguous().view(torch.uint8), blocks, res)
+    grid._block_cache = (key, blocks)
     return blocks
 
 
@@ -314,7 +328,8 @@ def march_rays(
     max_samples_per_ray: int = 1024,
     stratified: bool = False,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return_packed_info: bool = False,
+):
     """March rays through the occupancy grid; packed samples in occupied cells (no gradients).
 
     Each ray is clipped to the grid's box and to ``[near, far]``, giving ``[t_begin, t_end)``.
@@ -335,45 +350,66 @@ def march_rays(
         max_samples_per_ray: cap on the samples of one ray.
         stratified: shift each ray's t grid by ``u * step_size``, ``u ~ U[0, 1)`` (training).
         generator: the generator for ``stratified`` (on the rays' device).
+        return_packed_info: also return the :class:`~taichi_nerf.kernels.packed.PackedInfo`
+            (per-ray first sample and count, made here anyway), which :func:`composite` and
+            :func:`~taichi_nerf.kernels.packed.gather_rays` take instead of rebuilding it.
 
     Returns:
         ``ray_indices [M]`` long, ``t_starts [M]``, ``t_ends [M]`` (dtype of the rays), sorted
-        by ray then t. Not differentiable: compute positions ``rays_o[ray_indices] + t_mid *
-        rays_d[ray_indices]`` in torch so gradients reach the rays (and the poses).
-        Mirrored by :func:`taichi_nerf.reference.march_rays` (a dense marcher).
+        by ray then t (and the ``PackedInfo`` when asked for). Not differentiable: compute
+        positions ``rays_o[ray_indices] + t_mid * rays_d[ray_indices]`` in torch so gradients
+        reach the rays (and the poses). One host sync (the sample count). Mirrored by
+        :func:`taichi_nerf.reference.march_rays` (a dense marcher).
+
+    Raises:
+        ValueError: bad inputs, or 2^31 or more samples in one call (march fewer rays).
     """
-    device = _check_march_inputs(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray)
-    _common.prepare(_OP, rays_o=rays_o)
-    dtype, n_rays = rays_o.dtype, rays_o.shape[0]
-    rays_o, rays_d = _common.for_kernel(rays_o), _common.for_kernel(rays_d)
+    _check_march_inputs(grid, rays_o, rays_d, near, far, step_size, max_samples_per_ray)
+    _common.prepare(_OP, rays_o=rays_o, rays_d=rays_d, occupancy=grid.occupancy)
+    with record_function("taichi_nerf.march_rays"):
+        ray_indices, t_starts, t_ends, info = _march(
+            grid, _common.for_kernel(rays_o), _common.for_kernel(rays_d), near, far, step_size,
+            int(max_samples_per_ray), stratified, generator,
+        )  # fmt: skip
+    if return_packed_info:
+        return ray_indices, t_starts, t_ends, info
+    return ray_indices, t_starts, t_ends
+
+
+def _march(grid, rays_o, rays_d, near, far, step_size, max_samples, stratified, generator):
+    dtype, n_rays, device = rays_o.dtype, rays_o.shape[0], rays_o.device
     if n_rays == 0:
+        empty_i = torch.zeros(0, dtype=torch.int32, device=device)
         return (
             torch.zeros(0, dtype=torch.long, device=device),
             torch.zeros(0, dtype=dtype, device=device),
             torch.zeros(0, dtype=dtype, device=device),
+            PackedInfo(empty_i, empty_i, 0, 0),
         )
     t_begin, t_end = ray_aabb_bounds(
         grid.aabb, rays_o, rays_d, near, far, step_size, stratified, generator
     )
     lo, scale = grid_transform(grid.aabb, grid.resolution, dtype, device)
     occupancy = grid.occupancy.reshape(-1).contiguous().view(torch.uint8)
-    blocks = _block_occupancy(occupancy, grid.resolution)
+    blocks = _block_occupancy(grid)
     # Relative rounding bound for the empty-space jumps: generous (64 ulp), as a too-short
     # jump costs one more look and a too-long one would drop a sample.
     rel_tolerance = 64.0 * torch.finfo(dtype).eps
     counts = _common.empty_like_poisoned((n_rays,), dtype=torch.int32, device=device)
-    dummy_i = torch.zeros(1, dtype=torch.long, device=device)
-    dummy_f = torch.zeros(1, dtype=dtype, device=device)
+    unused_i = _common.placeholder((1,), dtype=torch.int32, device=device)
+    unused_l = _common.placeholder((1,), dtype=torch.long, device=device)
+    unused_f = _common.placeholder((1,), dtype=dtype, device=device)
     args = (rays_o, rays_d, t_begin, t_end, occupancy, blocks, lo, scale, grid.resolution,
-            float(step_size), rel_tolerance, int(max_samples_per_ray))  # fmt: skip
+            float(step_size), rel_tolerance, max_samples)  # fmt: skip
     ti_dt = _common.ti_dtype(dtype)
-    _march_kernel(*args, dummy_i, counts, dummy_i, dummy_f, dummy_f, ti_dt, False)
-    ends = torch.cumsum(counts, 0)
-    total = int(ends[-1])
-    offsets = ends - counts
+    _march_kernel(*args, unused_i, counts, unused_l, unused_f, unused_f, ti_dt, False)
+    # The one host sync: the sample count (to allocate) and the widest ray, read together.
+    total, max_count = (int(v) for v in torch.stack(
+        (counts.sum(dtype=torch.int64), counts.max().to(torch.int64))).tolist())
+    info = packed_info_from_counts(counts, total, max_count)  # raises past 2^31 - 1 samples
     ray_indices = _common.empty_like_poisoned((total,), dtype=torch.long, device=device)
     t_starts = _common.empty_like_poisoned((total,), dtype=dtype, device=device)
     t_ends = _common.empty_like_poisoned((total,), dtype=dtype, device=device)
     if total > 0:
-        _march_kernel(*args, offsets, counts, ray_indices, t_starts, t_ends, ti_dt, True)
-    return ray_indices, t_starts, t_ends
+        _march_kernel(*args, info.starts, counts, ray_indices, t_starts, t_ends, ti_dt, True)
+    return ray_indices, t_starts, t_ends, info

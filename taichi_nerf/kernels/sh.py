@@ -2,40 +2,20 @@
 
 Public: :func:`sh_encode`. The polynomials, constants, ordering and signs are tiny-cuda-nn's
 ``SphericalHarmonics`` encoding with ``degree=4`` (bands l = 0..3, 16 outputs), which is what
-instant-ngp and its ports feed the colour MLP. tcnn maps its ``[0, 1]`` input to ``[-1, 1]``
-first; here the input is the direction itself, so ``sh_encode(d) == tcnn_sh((d + 1) / 2)``.
+instant-ngp and its ports feed the colour MLP; the constants live in
+:data:`taichi_nerf.kernels.specs.SH_C` (shared with the twin). tcnn maps its ``[0, 1]`` input
+to ``[-1, 1]`` first; here the input is the direction itself, so ``sh_encode(d) == tcnn_sh((d + 1) / 2)``.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
 import taichi as ti
 import torch
+from torch.profiler import record_function
 
 from taichi_nerf.kernels import _common
+from taichi_nerf.kernels.specs import SH_C, SH_OUTPUT_DIM
 
 __all__ = ["SH_C", "SH_OUTPUT_DIM", "sh_encode"]
-
-#: Outputs of the encoding: bands 0..3, (3 + 1)**2 channels.
-SH_OUTPUT_DIM = 16
-
-#: Constants of the tcnn polynomials (shared with the torch twin). Channel k of the output is
-#:   0: C0                      1: -C1 y                   2: C1 z                  3: -C1 x
-#:   4: C2 xy                   5: -C2 yz                  6: C2_ZZ z^2 - C2_0      7: -C2 xz
-#:   8: C2_XY (x^2 - y^2)       9: C3_0 y (-3x^2 + y^2)
-#:  10: C3_1 xyz               11: C3_2 y (1 - 5z^2)      12: C3_3 z (5z^2 - 3)
-#:  13: C3_2 x (1 - 5z^2)      14: C3_4 z (x^2 - y^2)     15: C3_0 x (-x^2 + 3y^2)
-SH_C = {
-    "C0": 0.28209479177387814,  # 1 / (2 sqrt(pi))
-    "C1": 0.48860251190291987,  # sqrt(3) / (2 sqrt(pi))
-    "C2": 1.0925484305920792,  # sqrt(15) / (2 sqrt(pi))
-    "C2_ZZ": 0.94617469575755997,  # 3 sqrt(5) / (4 sqrt(pi))
-    "C2_0": 0.31539156525251999,  # sqrt(5) / (4 sqrt(pi))
-    "C2_XY": 0.54627421529603959,  # sqrt(15) / (4 sqrt(pi))
-    "C3_0": 0.59004358992664352,  # sqrt(70) / (8 sqrt(pi))
-    "C3_1": 2.8906114426405538,  # sqrt(105) / (2 sqrt(pi))
-    "C3_2": 0.45704579946446572,  # sqrt(42) / (8 sqrt(pi))
-    "C3_3": 0.3731763325901154,  # sqrt(7) / (4 sqrt(pi))
-    "C3_4": 1.4453057213202769,  # sqrt(105) / (4 sqrt(pi))
-}
 
 _OP = "sh_encode"
 
@@ -121,12 +101,13 @@ def _sh_backward_kernel(
 class _SHEncodeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d):
-        d_k = _common.for_kernel(d)
-        out = _common.empty_like_poisoned(
-            (d.shape[0], SH_OUTPUT_DIM), dtype=d.dtype, device=d.device
-        )
-        if d.shape[0] > 0:
-            _sh_forward_kernel(d_k, out, _common.ti_dtype(d.dtype))
+        with record_function("taichi_nerf.sh_encode.forward"):
+            d_k = _common.for_kernel(d)
+            out = _common.empty_like_poisoned(
+                (d.shape[0], SH_OUTPUT_DIM), dtype=d.dtype, device=d.device
+            )
+            if d.shape[0] > 0:
+                _sh_forward_kernel(d_k, out, _common.ti_dtype(d.dtype))
         ctx.save_for_backward(d_k)
         return out
 
@@ -135,9 +116,10 @@ class _SHEncodeFunction(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None
         (d,) = ctx.saved_tensors
-        v_d = _common.empty_like_poisoned(d.shape, dtype=d.dtype, device=d.device)
-        if d.shape[0] > 0:
-            _sh_backward_kernel(d, _common.for_kernel(v_out), v_d, _common.ti_dtype(d.dtype))
+        with record_function("taichi_nerf.sh_encode.backward"):
+            v_d = _common.empty_like_poisoned(d.shape, dtype=d.dtype, device=d.device)
+            if d.shape[0] > 0:
+                _sh_backward_kernel(d, _common.for_kernel(v_out), v_d, _common.ti_dtype(d.dtype))
         return v_d
 
 
@@ -157,4 +139,5 @@ def sh_encode(d: torch.Tensor) -> torch.Tensor:
     """
     _common.check_tensor("d", d, op=_OP, shape=(None, 3))
     _common.prepare(_OP, d=d)
+    _common.check_index_size(_OP, output=d.shape[0] * SH_OUTPUT_DIM)
     return _SHEncodeFunction.apply(d)

@@ -189,11 +189,17 @@ def composite_dense(
         ``(rgb [R, 3], opacity [R], depth [R], weights [R, S])``; differentiable in sigmas and
         rgbs (t is treated as a constant). Depth is ``sum(w * t)`` (not normalized by opacity).
     """
+    from taichi_nerf.kernels.packed import exclusive_transmittance, packed_info_from_counts
+
     deltas = torch.cat([t[:, 1:] - t[:, :-1], far - t[:, -1:]], dim=-1).clamp_min(0.0)
-    tau = sigmas * deltas
-    alpha = 1.0 - torch.exp(-tau)
-    excl = torch.cat([torch.zeros_like(tau[:, :1]), torch.cumsum(tau, dim=-1)[:, :-1]], dim=-1)
-    weights = alpha * torch.exp(-excl)
+    tau = sigmas * deltas  # optical depth of each interval
+    n_rays, n_samples = tau.shape
+    # The dense [R, S] layout as packed samples: the one transmittance primitive of the project.
+    counts = torch.full((n_rays,), n_samples, dtype=torch.int32, device=tau.device)
+    ray_indices = torch.arange(n_rays, device=tau.device).repeat_interleave(n_samples)
+    info = packed_info_from_counts(counts, n_rays * n_samples, n_samples)
+    transmittance = exclusive_transmittance(tau.reshape(-1), ray_indices, n_rays, info)
+    weights = (1.0 - torch.exp(-tau)) * transmittance.view(n_rays, n_samples)
     opacity = weights.sum(dim=-1)
     rgb = (weights[..., None] * rgbs).sum(dim=-2)
     if background is not None:

@@ -137,6 +137,13 @@ def print_summary(result: dict[str, Any]) -> None:
           f"({metrics['test']['num_views']} views)")
     px0, px1 = before.get("rotation_error_px_mean"), after.get("rotation_error_px_mean")
     in_px = f" = {px0:.3f} -> {px1:.3f} px" if px0 is not None and px1 is not None else ""
+    if str(metrics.get("pose_errors_against", "ground_truth")).startswith("input"):
+        moved_px = f" ({px1:.3f} px)" if px1 is not None else ""
+        print(f"poses moved     rotation {r1:.4f} deg{moved_px}, centre {t1:.5f} scene units "
+              f"from the input poses (a capture: no ground truth to compare with)")
+        print(f"training        {metrics.get('train_time_s', 0.0):.1f} s, "
+              f"{result['iters_per_sec']:.1f} it/s")
+        return
     print(f"rotation error  {r0:.4f} -> {r1:.4f} deg{in_px}{cut}")
     t_px = after.get("translation_error_px_mean")
     print(f"translation err {t0:.5f} -> {t1:.5f} scene units"

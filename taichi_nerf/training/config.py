@@ -116,10 +116,15 @@ class TrainConfig:
     """Folder holding the scene (else $TAICHI_NERF_DATA, else ./data)."""
     downscale: int = 1
     """Integer image downscale (area average)."""
+    holdout_every: int = 8
+    """Captures (COLMAP, one transforms.json): every Nth image is held out as the test (= val)
+    set, as nerfstudio and Mip-NeRF 360 do. Blender scenes have their own splits."""
 
     # --- initial poses ---
-    init_mode: Literal["clean", "noisy"] = "noisy"
-    """Start from the dataset poses (clean) or from perturbed ones (noisy)."""
+    init_mode: Literal["clean", "noisy"] | None = None
+    """Start from the dataset poses (clean) or from perturbed ones (noisy). Default: noisy for
+    synthetic scenes with ground-truth poses (demo, Blender), clean for captures (COLMAP,
+    transforms.json): a capture's own poses are refined, never perturbed unless asked."""
     rotation_noise: float = 3.0
     """Rotation noise std per axis, degrees (noisy init)."""
     translation_noise: float | None = None
@@ -152,6 +157,9 @@ class TrainConfig:
     pose_preconditioning: Literal["none", "camp"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
     Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
+    pose_gauge: Literal["free", "fixed"] | None = None
+    """fixed: after every pose step remove the rigid motion of the whole rig (which the images
+    cannot see: the gauge), so the rig stays where the initial poses put it; free: leave it."""
     camp_damping: float = 0.1
     """Damping of the CamP preconditioner, relative to the mean eigenvalue of J^T J."""
     pose_grad_clip: float | None = None
@@ -212,7 +220,7 @@ class TrainConfig:
 # Presets: values measured on the demo scene and lego (see README "Training defaults").
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
-                      sampler="uniform")
+                      sampler="uniform", pose_gauge="free")
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=3e-4, pose_opt_delay=100,
@@ -275,7 +283,8 @@ def _pose_mode(cfg: TrainConfig) -> str:
 
 
 def resolve_config(config: TrainConfig, device: torch.device | None = None,
-                   image_width: int | None = None) -> TrainConfig:
+                   image_width: int | None = None,
+                   poses_are_ground_truth: bool = True) -> TrainConfig:
     """Fill every ``None`` field from the preset, derive the rest, check it all; a new config.
 
     This is the one place where configuration is interpreted: the preset values, the learned
@@ -302,6 +311,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     if cfg.ngp.coarse_to_fine is not None:
         cfg.ngp.coarse_to_fine = tuple(int(v) for v in cfg.ngp.coarse_to_fine)
     cfg.pose_mode = _pose_mode(cfg)
+    if cfg.init_mode is None:
+        cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"

@@ -28,6 +28,7 @@ from taichi_nerf.training.config import (
     resolve_device,
 )
 from taichi_nerf.training.logging import save_png
+from taichi_nerf.training.plots import save_comparison_panel
 from taichi_nerf.training.rundir import device_name
 
 __all__ = ["mse_to_psnr", "psnr", "ssim", "fit_test_alignment", "aligned_poses", "render_views",
@@ -118,6 +119,12 @@ def refine_test_pose(renderer, pose: torch.Tensor, image: torch.Tensor, intrinsi
     return params.get_poses()[0]
 
 
+def _stem(image_set, k: int) -> str:
+    """A file-name-safe name of view ``k``'s source image (``r_12`` for ``test/r_12.png``)."""
+    name = Path(str(image_set.file_paths[k])).stem
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or f"view{k}"
+
+
 def aligned_poses(image_set, count: int, learned_train_poses: torch.Tensor,
                   gt_train_poses: torch.Tensor, device) -> tuple[torch.Tensor, str]:
     """The first ``count`` poses of a held-out split in the learned frame ``[count, 3, 4]``,
@@ -163,7 +170,8 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
         test_set: the test ``ImageSet``.
         learned_train_poses, gt_train_poses: ``[N,3,4]`` training cameras (for the alignment).
         eval_config: view count and test-time refinement settings.
-        images_dir: where ``test_{k:03d}.png`` renders go (None: not written).
+        images_dir: where ``test_{k:03d}.png`` renders and ``test_{k:03d}_{source}_compare.png``
+            panels (render | ground truth | error) go (None: not written).
 
     Returns:
         dict with ``psnr``, ``ssim`` (means), ``num_views``, ``pose_alignment``,
@@ -188,6 +196,8 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
                          "ssim": ssim(rgb, target)})
         if images_dir is not None:
             save_png(Path(images_dir) / f"test_{k:03d}.png", rgb)
+            save_comparison_panel(Path(images_dir) / f"test_{k:03d}_{_stem(test_set, k)}"
+                                  f"_compare.png", rgb, target)
     return {
         "psnr": sum(v["psnr"] for v in per_view) / max(count, 1),
         "ssim": sum(v["ssim"] for v in per_view) / max(count, 1),
@@ -234,7 +244,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
         eval_config = cfg.eval
     test_set = load_scene(cfg.scene, data_dir if data_dir is not None else cfg.data_dir,
                           splits=("test",), downscale=cfg.downscale,
-                          background=cfg.background)["test"]
+                          background=cfg.background, holdout_every=cfg.holdout_every)["test"]
     from taichi_nerf.models import make_renderer
 
     if cfg.model == "ngp" and cfg.ngp.marching_steps is None:  # a pre-resolve checkpoint

@@ -53,8 +53,11 @@ class PoseOptimizer:
             ``pose_opt_delay``, ``pose_grad_clip``, ``pose_prior``, ``num_iters``).
     """
 
-    def __init__(self, pose_params: CameraPoseParameters, cfg) -> None:
+    def __init__(self, pose_params: CameraPoseParameters, cfg, scene_aabb=None) -> None:
         self.pose_params = pose_params
+        self.gauge = None
+        if cfg.pose_gauge == "fixed" and cfg.pose_mode == "both":
+            self.gauge = _Gauge(pose_params, scene_aabb)
         self.params = [p for p in pose_params.parameters() if p.requires_grad]
         self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
             cfg.pose_prior
@@ -95,6 +98,8 @@ class PoseOptimizer:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.gauge is not None:
+            self.gauge.apply()
 
     @property
     def lr(self) -> float | None:
@@ -126,3 +131,39 @@ def _scheduler_state(scheduler) -> dict[str, Any] | None:
     if scheduler is None:
         return None
     return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
+class _Gauge:
+    """Keeps the rig's global rigid motion at zero (``pose_gauge="fixed"``), see
+    :func:`taichi_nerf.pose_precond.remove_rig_motion`."""
+
+    def __init__(self, pose_params: CameraPoseParameters, scene_aabb) -> None:
+        from taichi_nerf.pose_precond import rig_motion_basis
+
+        initial = pose_params.initial_poses.detach().double()
+        centres = initial[:, :, 3]
+        if scene_aabb is None:
+            pivot = centres.mean(0)
+        else:
+            aabb = torch.as_tensor(scene_aabb, dtype=torch.float64).reshape(6).to(centres.device)
+            pivot = 0.5 * (aabb[:3] + aabb[3:])
+        self.scale = float((centres - pivot).norm(dim=-1).mean().clamp_min(1e-6))
+        self.basis = rig_motion_basis(centres, pivot, self.scale)
+        self.pose_params = pose_params
+        self.p_inverse = (torch.linalg.pinv(pose_params.preconditioner.double())
+                          if pose_params.preconditioned else None)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        from taichi_nerf.pose_precond import remove_rig_motion
+
+        params = self.pose_params
+        omega, delta_t = params.deltas()
+        deltas = torch.cat([omega, delta_t], -1).double()
+        fixed = remove_rig_motion(deltas, self.basis, self.scale)
+        if self.p_inverse is not None:
+            change = (self.p_inverse @ (fixed - deltas)[..., None])[..., 0]
+            params.latent.add_(change.to(params.latent.dtype))
+        else:
+            params.rotation_delta.copy_(fixed[:, :3])
+            params.translation_delta.copy_(fixed[:, 3:])

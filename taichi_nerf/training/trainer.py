@@ -31,8 +31,9 @@ from taichi_nerf.training.config import (
     resolve_config,
     resolve_device,
 )
-from taichi_nerf.training.eval import aligned_poses, mse_to_psnr, psnr, render_views
+from taichi_nerf.training.eval import _stem, aligned_poses, mse_to_psnr, psnr, render_views
 from taichi_nerf.training.logging import RunLogger, save_png
+from taichi_nerf.training.plots import save_comparison_panel
 from taichi_nerf.training.pose_opt import PoseOptimizer, build_pose_parameters
 from taichi_nerf.training.rundir import (
     check_output_dir,
@@ -72,9 +73,12 @@ class Trainer:
         self.device = device = resolve_device(config.device)
         taichi_nerf.init(device.type)
         self.scenes = load_scene(config.scene, config.data_dir, splits=("train", "val", "test"),
-                                 downscale=config.downscale, background=config.background)
+                                 downscale=config.downscale, background=config.background,
+                                 holdout_every=config.holdout_every)
         self.train_set = train = self.scenes["train"]
-        self.cfg = cfg = resolve_config(config, device, image_width=train.width)
+        self.has_truth = bool(getattr(train, "poses_are_ground_truth", True))
+        self.cfg = cfg = resolve_config(config, device, image_width=train.width,
+                                        poses_are_ground_truth=self.has_truth)
         self.gt_poses = train.poses.to(device)
         self.init_poses = self._initial_poses(state)
         self.run_dir = self._open_run_dir(state)
@@ -169,7 +173,7 @@ class Trainer:
         self.field_opt = self.renderer.make_optimizer(cfg.lr)
         gamma = (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.num_iters, 1))
         self.field_sched = torch.optim.lr_scheduler.ExponentialLR(self.field_opt, gamma)
-        self.pose_opt = PoseOptimizer(self.pose_params, cfg)
+        self.pose_opt = PoseOptimizer(self.pose_params, cfg, scene_aabb=train.scene_aabb)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.renderer.load_state_dict(state["renderer"])
@@ -265,11 +269,12 @@ class Trainer:
             entry["val_psnr"] = self.validate(learned)
             self.val_metrics = {"step": self.step_count, "val_psnr": entry["val_psnr"]}
         self.history.append(entry)
+        what = "error" if self.has_truth else "moved_from_input"  # a capture has no truth
         self.logger.scalars({
             "train/loss": loss, "train/psnr": entry["train_psnr"], "val/psnr": entry["val_psnr"],
-            "poses/rotation_error_deg": entry["rotation_error_mean"],
-            "poses/rotation_error_px": entry["rotation_error_px_mean"],
-            "poses/translation_error": entry["translation_error_mean"],
+            f"poses/rotation_{what}_deg": entry["rotation_error_mean"],
+            f"poses/rotation_{what}_px": entry["rotation_error_px_mean"],
+            f"poses/translation_{what}": entry["translation_error_mean"],
             "lr/field": self.field_opt.param_groups[0]["lr"], "lr/pose": self.pose_opt.lr,
             "train/num_rays": entry["num_rays"], "train/num_samples": entry["num_samples"]},
             self.step_count)
@@ -300,7 +305,10 @@ class Trainer:
                                            background=self.background,
                                            chunk=self.renderer.eval_chunk, device=self.device):
             values.append(psnr(rgb, target))
-            save_png(self.run_dir / "images" / f"val_{self.step_count:06d}_{k:02d}.png", rgb)
+            name = f"val_{self.step_count:06d}_{k:02d}"
+            save_png(self.run_dir / "images" / f"{name}.png", rgb)
+            save_comparison_panel(self.run_dir / "images" / f"{name}_{_stem(val_set, k)}"
+                                  f"_compare.png", rgb, target)
             self.logger.image(f"val/view_{k:02d}", torch.cat([rgb, target], dim=1),
                               self.step_count)
         self.renderer.train()
@@ -391,8 +399,20 @@ class Trainer:
             "initial_pose_errors": self.initial_errors,
             "file_paths": list(self.train_set.file_paths)}, self.run_dir / "final_poses.pt")
         result["metrics"] = self._evaluate(final_poses, final_errors, result)
+        self._write_plots(final_poses)
         self.logger.close()
         return result
+
+    def _write_plots(self, final_poses: torch.Tensor) -> None:
+        from taichi_nerf.training.plots import write_run_plots
+
+        written = write_run_plots(self.run_dir, self.history, self.init_poses.cpu(),
+                                  final_poses.cpu(),
+                                  self.gt_poses.cpu() if self.has_truth else None,
+                                  pixel_deg=self.pixel_units["pixel_deg"])
+        if not written:
+            self.logger.text("no plots/: matplotlib is not installed (pip install "
+                             "'taichi-nerf[plots]')")
 
     def _evaluate(self, final_poses, final_errors, result) -> dict[str, Any]:
         from taichi_nerf.training.eval import build_metrics, evaluate_test_split
@@ -408,7 +428,11 @@ class Trainer:
         metrics = build_metrics(cfg, test, final_errors, self.initial_errors,
                                 step=self.step_count, checkpoint="checkpoint_latest.pt",
                                 device=self.device,
-                                extra={"train_time_s": self.elapsed,
+                                extra={"pose_errors_against": (
+                                           "ground_truth" if self.has_truth else
+                                           "input_poses: the scene has no ground truth, so the "
+                                           "errors are how far each pose moved from its input"),
+                                       "train_time_s": self.elapsed,
                                        "iters_per_sec": result["iters_per_sec"],
                                        "peak_memory_bytes": result["peak_memory_bytes"],
                                        "best_val_psnr": best})
