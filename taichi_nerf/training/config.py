@@ -371,6 +371,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     if cfg.vanilla.skip is not None and cfg.vanilla.skip >= cfg.vanilla.depth:
         refuse("vanilla.skip", f"below --vanilla.depth ({cfg.vanilla.depth}) or None",
                cfg.vanilla.skip)
+    if not (isinstance(cfg.holdout_every, int) and cfg.holdout_every >= 2):
+        refuse("holdout_every", ">= 2 (every Nth capture image is held out)", cfg.holdout_every)
     if cfg.eval.test_time_refine and cfg.eval.refine_steps < 1:
         refuse("eval.refine_steps", ">= 1 with --eval.test-time-refine (or drop that flag)",
                cfg.eval.refine_steps)
