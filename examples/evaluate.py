@@ -13,9 +13,11 @@ import json
 import sys
 from typing import Literal
 
+import torch
 import tyro
 
-from taichi_nerf.training import EvalConfig, evaluate_run
+from taichi_nerf.training import EvalConfig, TrainConfig, evaluate_run, resolve_config
+from taichi_nerf.training.cli import guarded
 
 
 @dataclasses.dataclass
@@ -48,18 +50,21 @@ def main(argv: list[str] | None = None) -> int:
                              test_time_refine=args.test_time_refine,
                              refine_steps=args.refine_steps, refine_lr=args.refine_lr,
                              refine_rays=args.refine_rays)
-    try:
+
+    def run() -> int:
+        # the range checks of training (--num-test-views 0, --refine-steps -1, ...)
+        resolve_config(TrainConfig(eval=eval_config), torch.device("cpu"))
         metrics = evaluate_run(args.run_dir, args.checkpoint, eval_config, device=args.device,
                                data_dir=args.data_dir)
-    except (ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    summary = {k: metrics[k] for k in ("test_psnr", "test_ssim", "rotation_error_mean",
-                                       "translation_error_mean", "aligned_rotation_error_mean",
-                                       "aligned_translation_error_mean")}
-    summary["test_time_refinement"] = metrics["test"]["test_time_refinement"]
-    print(json.dumps(summary, indent=2))
-    return 0
+        summary = {k: metrics[k] for k in ("test_psnr", "test_ssim", "rotation_error_mean",
+                                           "translation_error_mean",
+                                           "aligned_rotation_error_mean",
+                                           "aligned_translation_error_mean")}
+        summary["test_time_refinement"] = metrics["test"]["test_time_refinement"]
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return guarded(run)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ import tyro
 
 from taichi_nerf.training import TrainConfig
 from taichi_nerf.training.cli import run_training
+from taichi_nerf.training.resume import flags_in_argv
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     config = tyro.cli(TrainConfig, args=argv, description=__doc__)
-    return run_training(config)
+    return run_training(config, given=flags_in_argv(argv))
 
 
 if __name__ == "__main__":

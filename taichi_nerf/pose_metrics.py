@@ -16,7 +16,8 @@ import math
 
 import torch
 
-__all__ = ["align_sim3", "apply_sim3_to_poses", "pose_errors", "pixel_angle_deg", "pixel_units"]
+__all__ = ["align_sim3", "apply_sim3_to_poses", "pose_errors", "pixel_angle_deg", "pixel_units",
+           "sim3_degeneracy"]
 
 
 def _as_3x4(poses: torch.Tensor, name: str = "poses") -> torch.Tensor:
@@ -45,6 +46,28 @@ def pixel_units(image_set) -> dict[str, object]:
             "scene_center": 0.5 * (aabb[:3] + aabb[3:])}
 
 
+def sim3_degeneracy(src: torch.Tensor, dst: torch.Tensor) -> str | None:
+    """Why a Sim(3) fit of points ``src`` onto ``dst`` (``[N, 3]``) says nothing, or None.
+
+    The fit has 7 degrees of freedom: with fewer than three non-collinear points on either side
+    (one camera, duplicate or identical frames, cameras on a line) it can match the points
+    (nearly) exactly whatever their error, or leaves the rotation about the line free, so an
+    "aligned" error of ~0 would be meaningless. Non-finite points are reported too.
+    """
+    for name, points in (("predicted", src), ("reference", dst)):
+        points = points.detach().double()
+        if not torch.isfinite(points).all():
+            return f"the {name} camera centres are not finite"
+        if points.shape[0] < 3:
+            return f"{points.shape[0]} camera(s): a Sim(3) fit needs 3 non-collinear centres"
+        spread = torch.linalg.svdvals(points - points.mean(0))
+        if spread[0] <= 1e-9 * max(1.0, points.abs().max().item()):
+            return f"the {name} camera centres all coincide"
+        if spread[1] <= 1e-6 * spread[0]:
+            return f"the {name} camera centres lie on one line"
+    return None
+
+
 def align_sim3(
     src: torch.Tensor, dst: torch.Tensor, estimate_scale: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,7 +75,8 @@ def align_sim3(
 
     ``R`` is a proper rotation (det +1): the SVD's reflection is flipped away. With fewer than
     two distinct points (no spread) the result is ``s = 1, R = I`` and ``t`` the offset of the
-    means. Computed in float64 without gradients.
+    means; with non-finite points it is all NaN (no SVD failure). Whether the fit means anything
+    (:func:`sim3_degeneracy`) is the caller's question. Computed in float64 without gradients.
 
     Returns:
         ``(s [] , R [3, 3], t [3])`` in ``src``'s dtype and device.
@@ -62,6 +86,10 @@ def align_sim3(
             f"src and dst must both be [N, 3], got {list(src.shape)} and {list(dst.shape)}"
         )
     x, y = src.detach().double(), dst.detach().to(src.device).double()
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        nan = torch.full((), math.nan, dtype=src.dtype, device=src.device)
+        return nan, torch.full((3, 3), math.nan, dtype=src.dtype, device=src.device), \
+            torch.full((3,), math.nan, dtype=src.dtype, device=src.device)
     mean_x, mean_y = x.mean(0), y.mean(0)
     xc, yc = x - mean_x, y - mean_y
     var_x = (xc * xc).sum(-1).mean()
@@ -148,6 +176,10 @@ def pose_errors(pred: torch.Tensor, gt: torch.Tensor, align: bool = True, *,
     (distance between aligned and GT world-to-camera translations ``-R^T c``, scene units; BARF's
     tables print it x100), and the fitted ``aligned_scale``. Computed in float64.
 
+    ``aligned_degenerate`` is 1.0 when the fit cannot mean anything (:func:`sim3_degeneracy`: one
+    camera, identical frames, collinear or non-finite centres); then every ``aligned_*`` value is
+    NaN instead of a perfect-looking ~0. Non-finite ``pred`` gives NaN errors, never an exception.
+
     With ``pixel_deg`` (degrees per pixel, :func:`pixel_angle_deg`) and ``focal_px`` also
     ``[aligned_]rotation_error_px_*`` and ``[aligned_]translation_error_px_*`` (the camera-centre
     error seen at ``scene_center`` ``[3]``, default the origin), so sizes compare.
@@ -166,8 +198,11 @@ def pose_errors(pred: torch.Tensor, gt: torch.Tensor, align: bool = True, *,
     out = {"mean_camera_distance": mean_distance}
     out.update(_errors(pred, gt, mean_distance, "", pixels))
     if align:
+        degenerate = sim3_degeneracy(pred[:, :, 3], gt[:, :, 3]) is not None
         scale, rotation, translation = align_sim3(pred[:, :, 3], gt[:, :, 3])
         aligned = apply_sim3_to_poses(pred, scale, rotation, translation)
+        if degenerate:
+            aligned = aligned * math.nan
         out.update(_errors(aligned, gt, mean_distance, "aligned_", pixels))
 
         def w2c_translation(pose: torch.Tensor) -> torch.Tensor:
@@ -175,5 +210,6 @@ def pose_errors(pred: torch.Tensor, gt: torch.Tensor, align: bool = True, *,
 
         barf_error = (w2c_translation(aligned) - w2c_translation(gt)).norm(dim=-1)
         out["aligned_barf_translation_error_mean"] = barf_error.mean().item()
-        out["aligned_scale"] = scale.item()
+        out["aligned_scale"] = math.nan if degenerate else scale.item()
+        out["aligned_degenerate"] = float(degenerate)
     return out

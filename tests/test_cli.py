@@ -96,7 +96,7 @@ def test_noisy_init_with_nothing_learned_warns_and_runs(tmp_path, capsys):
     code = train_pose_opt.main(TINY + ["--output-dir", str(tmp_path), "--experiment-name",
                                        "frozen"])
     assert code == 2
-    assert "already exists" in _one_error_line(capsys)
+    assert "already holds a finished run" in _one_error_line(capsys)
     assert (tmp_path / "frozen" / "metrics.json").read_bytes() == before
 
 
@@ -119,3 +119,38 @@ def test_script_entry_point_and_underscore_spelling(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "not both" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_refuses_bad_eval_flags(tmp_path, capsys):
+    for flags, match in ((["--num-test-views", "0"], "--eval.num-test-views must be >= 1"),
+                         (["--test-time-refine", "--refine-steps", "0"], "refine-steps"),
+                         (["--refine-lr", "inf"], "--eval.refine-lr must be a finite number")):
+        assert evaluate.main([str(tmp_path)] + flags) == 2
+        assert match in _one_error_line(capsys)
+
+
+def test_baseline_cli_will_not_resume_a_pose_optimising_run(tmp_path, capsys):
+    assert train_pose_opt.main(TINY + ["--stop-after", "1", "--output-dir", str(tmp_path),
+                                       "--experiment-name", "moving"]) == 0
+    capsys.readouterr()
+    code = train_baseline.main(["--resume", "latest", "--output-dir", str(tmp_path),
+                                "--experiment-name", "moving", "--data-dir", str(DATA)])
+    assert code == 2
+    assert "--fixed-poses True (the run has False)" in _one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_with_one_name_never_share_a_folder(tmp_path):
+    command = [sys.executable, str(ROOT / "examples" / "train_pose_opt.py"), *TINY,
+               "--device", "cpu", "--output-dir", str(tmp_path), "--experiment-name", "same"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    (loser,) = [err for code, _, err in results if code == 2]
+    assert "Traceback" not in loser
+    line = [x for x in loser.splitlines() if x.startswith("error: ")][-1]
+    assert "same" in line and ("in use by another training process" in line
+                               or "already exists" in line), line
+    assert [p.name for p in tmp_path.iterdir()] == ["same"]

@@ -15,12 +15,18 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 - ``num_rays`` (the adapted ray count), ``pose_errors``, ``val_metrics``, ``best_val_psnr``,
   ``history``, ``elapsed_s``
 
-Files are written to a temporary name in the same folder and renamed over the target, so a crash
-never leaves a torn ``checkpoint_latest.pt``.
+Files are serialised in memory, written to a temporary name in the same folder, fsynced and
+renamed over the target, so a crash never leaves a torn ``checkpoint_latest.pt``; a full disk
+or a write error is a one-line :class:`SaveError` (the temporary file removed, earlier files
+intact); the temporary files of a killed run are removed at resume
+(:func:`remove_stale_temp_files`). Finding the checkpoint for ``--resume`` is
+:mod:`taichi_nerf.training.resume`.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
@@ -41,44 +47,122 @@ class CheckpointError(ValueError):
     """A checkpoint path that is missing, unreadable or not a taichi-nerf checkpoint."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """The one atomic writer: ``write(file)`` into a temporary file beside ``path``, fsync,
-    then ``os.replace`` over ``path``; the temporary file never outlives a failure."""
+class SaveError(OSError):
+    """Writing a run file failed (disk full, I/O error); the message is one line naming the
+    folder, the space needed and what to do. Files written before are left intact."""
+
+
+_TEMP_FILE = re.compile(r"^\..+\.tmp\d+$")  # what atomic_write / atomic_link leave on a kill
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**17 else f"{size / 2**10:.0f} kB"
+
+
+def _save_error(path: Path, exc: BaseException, size: int | None) -> SaveError:
+    folder, name = path.parent, path.name
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+        size is not None and free is not None and free < size)
+    room = "" if free is None else f"{_megabytes(free)} free"
+    if full:
+        need = f"needs {_megabytes(size)}, " if size is not None else ""
+        what = f"no space left on the device ({need}{room})"
+    else:
+        what = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+    error = SaveError(f"cannot write {name} in {folder}: {what}; the files written before are "
+                      f"intact: free space (or move the run folder), then continue with "
+                      f"--resume {folder}")
+    error.errno = getattr(exc, "errno", None) or errno.EIO
+    return error
+
+
+def _write_bytes(tmp: Path, data: bytes) -> None:
+    """Write, flush and fsync ``data`` into a new file ``tmp`` (a seam for fault-injection tests)."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """The one atomic writer: ``data`` (bytes, or ``write(file)``) into a temporary file beside
+    ``path``, fsync, then ``os.replace`` over ``path``; the temporary file never outlives a
+    failure, and the old ``path`` stays as it was.
+
+    Raises:
+        SaveError: disk full (checked before writing when ``data`` is bytes) or any write error.
+    """
     path = Path(path)
+    if callable(data):
+        buffer = io.BytesIO()
+        data(buffer)
+        data = buffer.getvalue()
+    size = len(data)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        free = shutil.disk_usage(path.parent).free
+        if free < size:
+            raise OSError(errno.ENOSPC, "no space left on device")
+        _write_bytes(tmp, data)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _save_error(path, exc, size) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`atomic_write`."""
+    """``torch.save`` through :func:`atomic_write` (serialised in memory first, so the size is
+    known and a full disk is a clear :class:`SaveError`, not torch's zip-writer error)."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """JSON (indent 2) through :func:`atomic_write`."""
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def atomic_link(src: Path, dst: Path) -> None:
     """Make ``dst`` hold ``src``'s bytes atomically: hard link (no copy) else copy, then rename."""
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise _save_error(dst, exc, src.stat().st_size if src.exists() else None) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the temporary files (``.checkpoint_N.pt.tmpPID`` ...) a killed run left in
+    ``run_dir``; call it only while holding the run folder's lock. Returns their names."""
+    removed = []
+    for path in sorted(Path(run_dir).iterdir()):
+        if _TEMP_FILE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def count_nonfinite(obj: Any) -> int:
+    """Non-finite entries in the floating-point tensors of a (nested) state dict."""
+    if torch.is_tensor(obj):
+        return int((~torch.isfinite(obj)).sum()) if obj.is_floating_point() else 0
+    if isinstance(obj, dict):
+        return sum(count_nonfinite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(count_nonfinite(v) for v in obj)
+    return 0
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], *, is_best: bool,
@@ -99,9 +183,10 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], *, is_best: bool,
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``.
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (``mmap``: tensors are mapped, not read,
+    for a cheap look at its ``config`` and ``step``).
 
     Raises:
         CheckpointError: missing file, unreadable file, or a file that is not one of ours.
@@ -110,7 +195,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable taichi-nerf checkpoint ({first})") from None
@@ -120,35 +205,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
     return state
-
-
-def resolve_resume_path(resume: str, output_dir: str | os.PathLike,
-                        experiment_name: str | None = None) -> Path:
-    """Turn ``--resume`` into a checkpoint file.
-
-    ``latest``: ``{output_dir}/{experiment_name}/checkpoint_latest.pt`` when a name is given,
-    else the newest run folder under ``output_dir`` that has one. A folder: its
-    ``checkpoint_latest.pt``. Anything else: the file itself.
-    """
-    output_dir = Path(output_dir)
-    if resume == "latest":
-        if experiment_name:
-            candidate = output_dir / experiment_name / "checkpoint_latest.pt"
-            if not candidate.is_file():
-                raise CheckpointError(f"--resume latest: no checkpoint_latest.pt in "
-                                      f"{output_dir / experiment_name}")
-            return candidate
-        runs = [p for p in output_dir.glob("*/checkpoint_latest.pt")] if output_dir.is_dir() else []
-        if not runs:
-            raise CheckpointError(f"--resume latest: no run with a checkpoint_latest.pt under "
-                                  f"{output_dir}")
-        return max(runs, key=lambda p: p.stat().st_mtime)
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoint_latest.pt"
-    if not path.is_file():
-        raise CheckpointError(f"--resume: checkpoint not found: {path}")
-    return path
 
 
 def rng_state(sampler=None, renderer=None) -> dict[str, Any]:

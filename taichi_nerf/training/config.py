@@ -328,29 +328,63 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
-    for name in ("rotation_noise", "translation_noise", "translation_noise_pct"):
-        value = getattr(cfg, name)
-        if value is not None and (not math.isfinite(value) or value < 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    for name in ("lr", "pose_lr", "lr_final", "pose_lr_final", "rig_lr"):
-        value = getattr(cfg, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, "
-                              f"got {value}")
-    for name in ("batch_size", "num_iters", "val_every", "num_val_views", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("pose_opt_delay", "pose_lr_warmup", "pose_grad_clip", "field_grad_clip",
-                 "pose_prior", "camp_damping", "downscale"):
-        value, low = getattr(cfg, name), 1 if name == "downscale" else 0
-        if not (value >= low and math.isfinite(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
-    if cfg.stop_after is not None and cfg.stop_after < 1:
-        raise ConfigError(f"--stop-after must be >= 1, got {cfg.stop_after}")
+    """Every number a flag can set, range-checked here, before any data is read or any step run
+    (a bad value must not surface hours later as a crash or a meaningless metric)."""
+
+    def value_of(path: str) -> Any:
+        target = cfg
+        for part in path.split("."):
+            target = getattr(target, part)
+        return target
+
+    def refuse(path: str, rule: str, value: Any) -> None:
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+        raise ConfigError(f"--{path.replace('_', '-')} must be {rule}, got {shown}")
+
+    optional = {"translation_noise", "translation_noise_pct", "stop_after", "ngp.marching_steps",
+                "eval.num_test_views", "vanilla.skip"}
+    minimums = (
+        (0, ("rotation_noise", "translation_noise", "translation_noise_pct", "pose_opt_delay",
+             "pose_lr_warmup", "pose_grad_clip", "field_grad_clip", "pose_prior", "camp_damping",
+             "keep_checkpoints", "ngp.c2f_min_levels", "ngp.target_samples", "vanilla.num_fine",
+             "vanilla.pos_freqs", "vanilla.dir_freqs", "vanilla.skip", "eval.refine_steps")),
+        (1, ("batch_size", "num_iters", "val_every", "num_val_views", "log_every", "downscale",
+             "stop_after", "ngp.n_levels", "ngp.n_features", "ngp.log2_table_size",
+             "ngp.base_resolution", "ngp.finest_resolution", "ngp.hidden_dim",
+             "ngp.grid_resolution", "ngp.marching_steps", "ngp.max_samples_per_ray",
+             "ngp.max_batch_rays", "ngp.eval_chunk", "vanilla.num_coarse", "vanilla.width",
+             "vanilla.depth", "vanilla.eval_chunk", "eval.num_test_views", "eval.refine_rays")),
+    )
+    for low, paths in minimums:
+        for path in paths:
+            value = value_of(path)
+            if value is None and path in optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not (math.isfinite(value) and value >= low):
+                refuse(path, f">= {low}", value)
+    # Adam moves each parameter by about lr per step: above 10 a run can only diverge (and
+    # near float32's limit torch's Adam itself overflows).
+    for path in ("lr", "pose_lr", "lr_final", "pose_lr_final", "rig_lr", "eval.refine_lr"):
+        value = value_of(path)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 10):
+            refuse(path, "a finite number in (0, 10]", value)
+    if cfg.ngp.finest_resolution < cfg.ngp.base_resolution:
+        refuse("ngp.finest_resolution", f">= --ngp.base-resolution ({cfg.ngp.base_resolution})",
+               cfg.ngp.finest_resolution)
+    if cfg.vanilla.skip is not None and cfg.vanilla.skip >= cfg.vanilla.depth:
+        refuse("vanilla.skip", f"below --vanilla.depth ({cfg.vanilla.depth}) or None",
+               cfg.vanilla.skip)
+    if not (isinstance(cfg.holdout_every, int) and cfg.holdout_every >= 2):
+        refuse("holdout_every", ">= 2 (every Nth capture image is held out)", cfg.holdout_every)
+    if cfg.eval.test_time_refine and cfg.eval.refine_steps < 1:
+        refuse("eval.refine_steps", ">= 1 with --eval.test-time-refine (or drop that flag)",
+               cfg.eval.refine_steps)
+    if len(cfg.background) != 3 or not all(0.0 <= v <= 1.0 for v in cfg.background):
+        refuse("background", "three numbers in [0, 1] (R G B)", tuple(cfg.background))
     c2f = cfg.ngp.coarse_to_fine
     if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
-        raise ConfigError(f"--ngp.coarse-to-fine START END needs 0 <= START < END (0 0 = off), "
-                          f"got {' '.join(map(str, c2f))}")
+        refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))
 
 
 def auto_marching_steps(image_width: int) -> int:

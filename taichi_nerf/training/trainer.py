@@ -26,7 +26,6 @@ import torch
 from taichi_nerf.training import checkpoint as ckpt
 from taichi_nerf.training.config import (
     TrainConfig,
-    config_from_dict,
     config_to_dict,
     preset_name,
     resolve_config,
@@ -45,23 +44,8 @@ from taichi_nerf.training.rundir import (
 
 __all__ = ["Trainer", "train_with_pose_optimization", "TrainingError"]
 
-# Flags that may change on --resume (the rest come from the saved run).
-RESUMABLE_FLAGS = ("resume", "stop_after", "progress", "device", "eval")
-RESUMABLE_PRESET_FLAGS = ("num_iters", "val_every")  # None means "not given"
-
-
 class TrainingError(RuntimeError):
     """Training stopped (non-finite values); the message names the last good checkpoint."""
-
-
-def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
-    """The saved run's config with the flags that make sense to change on resume."""
-    import dataclasses
-
-    changes = {name: getattr(config, name) for name in RESUMABLE_FLAGS}
-    changes.update({name: getattr(config, name) for name in RESUMABLE_PRESET_FLAGS
-                    if getattr(config, name) is not None})
-    return dataclasses.replace(config_from_dict(saved), **changes)
 
 
 class Trainer:
@@ -80,13 +64,13 @@ class Trainer:
         import taichi_nerf
         from taichi_nerf.data import PixelSampler, load_scene
 
+        state, self.resume_path, self.resume_target = None, None, None
+        if config.resume:  # see taichi_nerf.training.resume: which run, which flags may change
+            from taichi_nerf.training import resume
+
+            config, state, self.resume_target = resume.prepare(config)
+            self.resume_path = self.resume_target.checkpoint
         self.device = device = resolve_device(config.device)
-        state, self.resume_path = None, None
-        if config.resume:
-            self.resume_path = ckpt.resolve_resume_path(config.resume, config.output_dir,
-                                                        config.experiment_name)
-            state = ckpt.load_checkpoint(self.resume_path)
-            config = _resume_config(config, state["config"])
         taichi_nerf.init(device.type)
         self.scenes = load_scene(config.scene, config.data_dir, splits=("train", "val", "test"),
                                  downscale=config.downscale, background=config.background,
@@ -136,15 +120,39 @@ class Trainer:
         return self.gt_poses.clone()
 
     def _open_run_dir(self, state: dict | None) -> Path:
-        if state is not None:
-            run_dir = self.resume_path.resolve().parent
-            check_output_dir(run_dir)
+        """The run folder, locked for this process: a new one, or the resumed run's (its stale
+        temporary files removed). Checks that need the data come first, so a bad flag never
+        leaves a folder behind."""
+        from taichi_nerf.training.config import ConfigError
+        from taichi_nerf.training.rundir import lock_run_dir
+
+        test, cfg = self.scenes.get("test"), self.cfg
+        if test is not None and len(test) and min(test.height, test.width) < 11:
+            raise ConfigError(
+                f"--downscale {cfg.downscale} makes the test images {test.width}x{test.height} "
+                f"px, but SSIM needs at least 11x11 (its window): use --downscale "
+                f"{max(1, cfg.downscale * min(test.height, test.width) // 11)} or less")
+        if self.resume_target is None:
+            check_output_dir(Path(cfg.output_dir))
+            run_dir = new_run_dir(cfg)
         else:
-            check_output_dir(Path(self.cfg.output_dir))
-            run_dir = new_run_dir(self.cfg)
+            run_dir = self.resume_target.run_dir.resolve()
+            check_output_dir(run_dir)
+            lock_run_dir(run_dir)
+            stale = ckpt.remove_stale_temp_files(run_dir)
+            if stale:
+                warnings.warn(f"removed {len(stale)} temporary file(s) a killed run left in "
+                              f"{run_dir}: {', '.join(stale)}", stacklevel=3)
+        if state is None:
+            if self.resume_target is not None:
+                warnings.warn(f"{run_dir} has no checkpoint yet (its run stopped before the "
+                              f"first one): starting it again from step 0 with its saved "
+                              f"settings", stacklevel=3)
+                for events in (run_dir / "logs").glob("events.out.tfevents.*"):
+                    events.unlink()  # the restarted run writes steps 1.. again
             ckpt.write_json(run_dir / "experiment_config.json",
-                            experiment_info(self.cfg, run_dir, self.device, self.train_set))
-        ckpt.write_json(run_dir / "config.json", config_to_dict(self.cfg))
+                            experiment_info(cfg, run_dir, self.device, self.train_set))
+        ckpt.write_json(run_dir / "config.json", config_to_dict(cfg))
         return run_dir
 
     def _warn_fixed_noise(self) -> None:
@@ -219,10 +227,23 @@ class Trainer:
                 "num_rays": rays_used}
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
-        if not torch.isfinite(loss):
-            where = self.last_checkpoint or "none written yet"
-            raise TrainingError(f"loss became non-finite ({loss.item()}) at step {step + 1}; "
-                                f"training stopped, last good checkpoint: {where}")
+        """Stop at a non-finite loss, field parameter or pose parameter (the previous step's
+        update: a non-finite gradient lands there), before anything renders or saves them.
+        One host sync for all of them."""
+        named = [("loss", loss.detach())]
+        named += [(f"field parameter {n}", p) for n, p in self.renderer.named_parameters()]
+        named += [(f"pose parameter {n}", p) for n, p in self.pose_params.named_parameters()]
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+        if not all(finite):
+            bad = ", ".join(name for (name, _), ok in zip(named, finite) if not ok)
+            raise TrainingError(f"{bad} became non-finite at step {step + 1}; "
+                                f"{self._stopped_hint()}")
+
+    def _stopped_hint(self) -> str:
+        where = (f"{self.last_checkpoint} (continue with --resume {self.last_checkpoint})"
+                 if self.last_checkpoint is not None else "none written yet")
+        return (f"training stopped, last good checkpoint: {where}; a smaller --lr or --pose-lr "
+                f"in a new run may avoid it")
 
     # ------------------------------------------------------------------ bookkeeping
     def pose_errors(self, poses: torch.Tensor, align: bool = True) -> dict[str, float]:
@@ -310,6 +331,14 @@ class Trainer:
             "best_val_psnr": self.best_val if math.isfinite(self.best_val) else -1e9,
             "history": self.history, "elapsed_s": self.elapsed,
         }
+        for name, part in (("field", payload["renderer"]), ("poses", payload["poses"]),
+                           ("field optimizer", payload["field_optimizer"]),
+                           ("pose optimizer", payload.get("pose_optimizer"))):
+            bad = ckpt.count_nonfinite(part)
+            if bad:
+                raise TrainingError(f"not saving the checkpoint of step {self.step_count}: the "
+                                    f"{name} state holds {bad} non-finite values; "
+                                    f"{self._stopped_hint()}")
         first = not (self.run_dir / "checkpoint_best.pt").exists()
         return ckpt.save_checkpoint(self.run_dir, payload, is_best=is_best or first,
                                     keep=self.cfg.keep_checkpoints)
