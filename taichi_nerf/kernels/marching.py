@@ -104,7 +104,8 @@ class OccupancyGrid(nn.Module):
             step: the training step.
             density_fn: world positions ``[m, 3]`` (float32, the grid's device) -> density
                 ``[m]`` or ``[m, 1]``; called under ``no_grad`` on at most ``chunk_size`` points.
-                Pass ``lambda x: sigma(x) * step_size`` to threshold opacity as nerfacc does.
+                Pass ``lambda x: sigma(x) * step_size`` to threshold the optical depth of one
+                marching step (about its opacity while small) instead, as nerfacc does.
             occ_thre: upper bound of the occupancy threshold on the density.
             ema_decay: decay of the running density per update.
             warmup_steps: steps during which every cell is evaluated.
