@@ -6,26 +6,9 @@
 Same flags and outputs as train_pose_opt.py (run folder {scene}_fixed_...), minus pose learning.
 """
 
-from __future__ import annotations
-
-import dataclasses
 import sys
 
-import tyro
-
-from taichi_nerf.training import TrainConfig
-from taichi_nerf.training.cli import run_training
-from taichi_nerf.training.resume import flags_in_argv
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    config = tyro.cli(TrainConfig, args=argv, description=__doc__,
-                      default=TrainConfig(init_mode="clean", fixed_poses=True))
-    # --fixed-poses counts as given: resuming a pose-optimising run here is refused by name.
-    return run_training(dataclasses.replace(config, fixed_poses=True),
-                        given=flags_in_argv(argv) | {"fixed_poses"})
-
+from taichi_nerf.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,22 +9,9 @@ final_poses.pt, metrics.json, images/, logs/). Flags take both spellings: --init
 --init_mode. Continue an interrupted run with --resume latest (or a run folder / checkpoint).
 """
 
-from __future__ import annotations
-
 import sys
 
-import tyro
-
-from taichi_nerf.training import TrainConfig
-from taichi_nerf.training.cli import run_training
-from taichi_nerf.training.resume import flags_in_argv
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    config = tyro.cli(TrainConfig, args=argv, description=__doc__)
-    return run_training(config, given=flags_in_argv(argv))
-
+from taichi_nerf.commands.train_pose_opt import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -154,3 +154,18 @@ def test_two_runs_started_at_once_with_one_name_never_share_a_folder(tmp_path):
     assert "same" in line and ("in use by another training process" in line
                                or "already exists" in line), line
     assert [p.name for p in tmp_path.iterdir()] == ["same"]
+
+
+def test_console_scripts_point_at_package_functions():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"taichi-nerf-train-pose-opt", "taichi-nerf-train", "taichi-nerf-eval",
+                            "taichi-nerf-render", "taichi-nerf-export"}
+    for target in scripts.values():
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name)), target
+    code = subprocess.run([sys.executable, "-m", "taichi_nerf.commands.export_poses",
+                           str(ROOT / "no-such-run")], capture_output=True, text=True)
+    assert code.returncode == 2 and code.stderr.startswith("error: ")
