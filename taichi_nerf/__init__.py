@@ -23,15 +23,20 @@ from taichi_nerf.data import (  # noqa: E402
     find_scene,
     load_scene,
 )
-from taichi_nerf.kernels import (  # noqa: E402
-    HashGrid,
-    HashGridSpec,
-    OccupancyGrid,
-    composite,
-    hash_encode,
-    march_rays,
-    sh_encode,
-)
+from taichi_nerf.kernels.specs import HashGridSpec  # noqa: E402  (no Taichi)
+
+# The Taichi ops load on first use, so ``import taichi_nerf`` (and the twins in
+# ``taichi_nerf.reference``) work without importing Taichi.
+_KERNEL_NAMES = ("HashGrid", "OccupancyGrid", "composite", "hash_encode", "march_rays",
+                 "sh_encode")
+
+
+def __getattr__(name: str):
+    if name in _KERNEL_NAMES:
+        from taichi_nerf import kernels
+
+        return getattr(kernels, name)
+    raise AttributeError(f"module 'taichi_nerf' has no attribute {name!r}")
 from taichi_nerf.models import NGPField, NGPRenderer, build_renderer  # noqa: E402
 from taichi_nerf.poses import (  # noqa: E402
     CameraPoseParameters,

@@ -128,3 +128,15 @@ def test_cuda_session_judges_cpu_only_failures():
     assert cpu_session_reason(False, other, ["got CPU tensors"], set()) == "got CPU tensors"
     assert cpu_session_reason(False, other, [], set()) is None
     assert cpu_session_reason(False, other, [], {id(other)}) is not None
+
+
+def test_the_package_and_the_twins_import_without_taichi():
+    """``import taichi_nerf`` and the pure-torch twins never import Taichi (ops load lazily)."""
+    code = ("import sys; sys.modules['taichi'] = None\n"
+            "import taichi_nerf, taichi_nerf.reference as ref, taichi_nerf.training\n"
+            "import torch\n"
+            "out = ref.sh_encode(torch.nn.functional.normalize(torch.randn(4, 3), dim=-1))\n"
+            "assert out.shape == (4, 16) and 'taichi' not in [m for m in sys.modules if sys.modules[m]]\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-800:]
