@@ -169,3 +169,14 @@ def test_console_scripts_point_at_package_functions():
     code = subprocess.run([sys.executable, "-m", "taichi_nerf.commands.export_poses",
                            str(ROOT / "no-such-run")], capture_output=True, text=True)
     assert code.returncode == 2 and code.stderr.startswith("error: ")
+
+
+def test_help_shows_the_presets_real_defaults(capsys):
+    from taichi_nerf.training.config import PRESETS
+
+    with pytest.raises(SystemExit):
+        train_pose_opt.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, preset in PRESETS.items():
+        assert f"{name}: lr={preset['lr']}" in text
+    assert "--batch-size is only the first step's ray count" in text

@@ -14,13 +14,14 @@ import sys
 import tyro
 
 from taichi_nerf.training import TrainConfig
+from taichi_nerf.training.config import preset_help
 from taichi_nerf.training.cli import run_training
 from taichi_nerf.training.resume import flags_in_argv
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    config = tyro.cli(TrainConfig, args=argv, description=__doc__,
+    config = tyro.cli(TrainConfig, args=argv, description=f"{__doc__}\n{preset_help()}",
                       default=TrainConfig(init_mode="clean", fixed_poses=True))
     # --fixed-poses counts as given: resuming a pose-optimising run here is refused by name.
     return run_training(dataclasses.replace(config, fixed_poses=True),

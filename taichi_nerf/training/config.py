@@ -248,6 +248,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_help() -> str:
+    """The presets' values as ``--help`` text: what a flag shown as ``None`` really defaults to."""
+    lines = ["Defaults of the flags shown as None (preset: ngp on CUDA, ngp_cpu when training on",
+             "the CPU, vanilla with --model vanilla; under ngp --batch-size is only the first",
+             "step's ray count, later steps are sized to --ngp.target-samples):"]
+    keys = ("lr", "lr_final", "pose_lr", "pose_lr_final", "pose_opt_delay", "batch_size",
+            "num_iters", "val_every", "pose_preconditioning", "pose_gauge", "sampler")
+    for name, preset in PRESETS.items():
+        values = [f"{k}={preset[k]}" for k in keys if k in preset]
+        values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
+        lines.append(f"  {name}: " + ", ".join(values))
+    lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
+    return "\n".join(lines)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without a GPU is a ConfigError."""
     if device == "auto":
