@@ -170,7 +170,7 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
         test_set: the test ``ImageSet``.
         learned_train_poses, gt_train_poses: ``[N,3,4]`` training cameras (for the alignment).
         eval_config: view count and test-time refinement settings.
-        images_dir: where ``test_{k:03d}.png`` renders and ``test_{k:03d}_{source}_compare.png``
+        images_dir: where ``test_{k:03d}.png`` renders and ``compare_test_{k:03d}_{source}.png``
             panels (render | ground truth | error) go (None: not written).
 
     Returns:
@@ -196,8 +196,8 @@ def evaluate_test_split(renderer, test_set, learned_train_poses: torch.Tensor,
                          "ssim": ssim(rgb, target)})
         if images_dir is not None:
             save_png(Path(images_dir) / f"test_{k:03d}.png", rgb)
-            save_comparison_panel(Path(images_dir) / f"test_{k:03d}_{_stem(test_set, k)}"
-                                  f"_compare.png", rgb, target)
+            save_comparison_panel(Path(images_dir) / f"compare_test_{k:03d}_"
+                                  f"{_stem(test_set, k)}.png", rgb, target)
     return {
         "psnr": sum(v["psnr"] for v in per_view) / max(count, 1),
         "ssim": sum(v["ssim"] for v in per_view) / max(count, 1),

@@ -307,8 +307,8 @@ class Trainer:
             values.append(psnr(rgb, target))
             name = f"val_{self.step_count:06d}_{k:02d}"
             save_png(self.run_dir / "images" / f"{name}.png", rgb)
-            save_comparison_panel(self.run_dir / "images" / f"{name}_{_stem(val_set, k)}"
-                                  f"_compare.png", rgb, target)
+            save_comparison_panel(self.run_dir / "images" / f"compare_{name}_"
+                                  f"{_stem(val_set, k)}.png", rgb, target)
             self.logger.image(f"val/view_{k:02d}", torch.cat([rgb, target], dim=1),
                               self.step_count)
         self.renderer.train()
