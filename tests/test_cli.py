@@ -158,6 +158,7 @@ def test_two_runs_started_at_once_with_one_name_never_share_a_folder(tmp_path):
 
 def test_console_scripts_point_at_package_functions():
     import importlib
+
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

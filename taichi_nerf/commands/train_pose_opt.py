@@ -16,8 +16,8 @@ import sys
 import tyro
 
 from taichi_nerf.training import TrainConfig
-from taichi_nerf.training.config import preset_help
 from taichi_nerf.training.cli import run_training
+from taichi_nerf.training.config import preset_help
 from taichi_nerf.training.resume import flags_in_argv
 
 
