@@ -1,10 +1,5 @@
-"""Evaluate a run folder on the test split: PSNR, SSIM, pose errors (raw and Sim(3)-aligned).
-
-    python examples/evaluate.py outputs/demo_poseopt_noisyinit_rot3deg_trans1pct_20250101_120000
-    python examples/evaluate.py RUN --checkpoint best --test-time-refine
-
-Writes RUN/metrics.json and RUN/images/test_*.png.
-"""
+"""``python examples/evaluate.py ...`` = the console script ``taichi-nerf-eval``: see its usage and flags
+in :mod:`taichi_nerf.commands.evaluate` (or ``--help``)."""
 
 import sys
 

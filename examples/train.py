@@ -1,10 +1,5 @@
-"""Fixed-pose baselines: train a NeRF on clean poses, or on noisy poses that never move.
-
-    python examples/train.py                          # clean (dataset) poses
-    python examples/train.py --init-mode noisy        # the noise of train_pose_opt.py, fixed
-
-Same flags and outputs as train_pose_opt.py (run folder {scene}_fixed_...), minus pose learning.
-"""
+"""``python examples/train.py ...`` = the console script ``taichi-nerf-train``: see its usage and flags
+in :mod:`taichi_nerf.commands.train` (or ``--help``)."""
 
 import sys
 

@@ -1,13 +1,5 @@
-"""Train a NeRF and refine the training camera poses at the same time.
-
-    python examples/train_pose_opt.py --init-mode noisy            # built-in demo scene
-    python examples/train_pose_opt.py --scene lego --data-dir ../shared/data --init-mode noisy \
-        --rotation-noise 2 --translation-noise-pct 1
-
-Writes outputs/{scene}_poseopt_{init}init_rot{r}deg_trans{t}pct_{timestamp}/ (checkpoints,
-final_poses.pt, metrics.json, images/, logs/). Flags take both spellings: --init-mode and
---init_mode. Continue an interrupted run with --resume latest (or a run folder / checkpoint).
-"""
+"""``python examples/train_pose_opt.py ...`` = the console script ``taichi-nerf-train-pose-opt``: see its usage and flags
+in :mod:`taichi_nerf.commands.train_pose_opt` (or ``--help``)."""
 
 import sys
 
