@@ -110,6 +110,15 @@ def _worker(module_file: str, name: str, src: str, dst: str) -> None:
     torch.save(getattr(module, name)(*args), dst)
 
 
+@pytest.fixture(scope="module")
+def tiny_demo_dir(tmp_path_factory):
+    """A 16 px demo scene (6 train, 2 val, 3 test views) of the test module's own."""
+    from taichi_nerf.data.demo import ensure_demo_scene
+
+    root = tmp_path_factory.mktemp("data")
+    return ensure_demo_scene(root, size=16, num_train=6, num_val=2, num_test=3, supersample=1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _taichi_backend():
     """One Taichi backend for the whole session: ``TEST_ARCH``."""

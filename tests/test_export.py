@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from taichi_nerf.commands import export_poses as export_cli
 from taichi_nerf.data import load_scene
-from taichi_nerf.data.demo import ensure_demo_scene
 from taichi_nerf.export import load_run_poses, rotation_to_quaternion
 from taichi_nerf.poses import align_sim3, apply_sim3_to_poses, perturb_poses, pose_errors
 
 POSE_TOLERANCE = 1e-6  # float32 poses written as float64 text, read back as float32
 DOWNSCALE = 2
-SIZE = 16
+SIZE = 16  # the image size of conftest.tiny_demo_dir
 
-_spec = importlib.util.spec_from_file_location(
-    "example_export_poses", Path(__file__).resolve().parents[1] / "examples" / "export_poses.py")
-export_cli = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = export_cli  # dataclasses look their module up
-_spec.loader.exec_module(export_cli)
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    return ensure_demo_scene(root, size=SIZE, num_train=6, num_val=2, num_test=3, supersample=1)
+def demo_dir(tiny_demo_dir) -> Path:
+    return tiny_demo_dir
 
 
 def _fake_run(run_dir: Path, scene: str) -> dict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,8 +11,9 @@ import pytest
 import torch
 
 from taichi_nerf.camera_paths import focus_point, look_at, orbit_path, spiral_path
+from taichi_nerf.commands import render as render_cli
 from taichi_nerf.data import load_scene
-from taichi_nerf.data.demo import demo_camera_poses, ensure_demo_scene
+from taichi_nerf.data.demo import demo_camera_poses
 from taichi_nerf.models import make_renderer
 from taichi_nerf.poses import CameraPoseParameters, perturb_poses
 from taichi_nerf.rays import image_rays
@@ -23,19 +22,13 @@ from taichi_nerf.training.checkpoint import save_checkpoint
 from taichi_nerf.training.config import TrainConfig, config_to_dict, resolve_config
 from taichi_nerf.video import load_render_run, path_cameras, render_frames
 
-SIZE = 16
+SIZE = 16  # the image size of conftest.tiny_demo_dir
 
-_spec = importlib.util.spec_from_file_location(
-    "example_render", Path(__file__).resolve().parents[1] / "examples" / "render.py")
-render_cli = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = render_cli  # dataclasses look their module up
-_spec.loader.exec_module(render_cli)
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    return ensure_demo_scene(root, size=SIZE, num_train=6, num_val=2, num_test=3, supersample=1)
+def demo_dir(tiny_demo_dir) -> Path:
+    return tiny_demo_dir
 
 
 def _fake_run(run_dir: Path, scene: str, model: str) -> Path:
