@@ -24,8 +24,8 @@ import torch
 
 from taichi_nerf.poses import _as_3x4, so3_exp
 
-__all__ = ["frustum_points", "projection_jacobian", "camp_preconditioner", "rig_motion_basis",
-           "remove_rig_motion"]
+__all__ = ["frustum_points", "projection_jacobian", "camp_preconditioner", "orbit_preconditioner",
+           "rig_motion_basis", "remove_rig_motion"]
 
 
 def frustum_points(pose: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int,
@@ -105,6 +105,44 @@ def camp_preconditioner(poses: torch.Tensor, intrinsics: torch.Tensor, width: in
         jtj = jac.T @ jac / points.shape[0]
         damped = jtj + damping * torch.diag(torch.diagonal(jtj))
         out[i][index[:, None], index[None, :]] = _inverse_sqrt(damped)
+    return out
+
+
+def orbit_preconditioner(poses: torch.Tensor, near: float, far: float, scene_centre=None, *,
+                         learn_rotation: bool = True,
+                         learn_translation: bool = True) -> torch.Tensor:
+    """Per-camera orbit parameterisation ``P [N, 6, 6]`` (float64): ``(omega, delta_t) = P z``
+    with ``z = (v, u)`` in the camera's own axes, ``v`` a turn about a pivot in front of the
+    camera and ``u`` a shift of the camera.
+
+    To first order the camera turns by ``omega = R0 v`` about the pivot ``p`` (on its optical
+    axis, at the depth of ``scene_centre``, clamped to ``[near, far]``; mid-range without one),
+    so its centre moves by ``omega x (c0 - p)``, plus ``R0 u``. That splits the
+    rotation/translation valley into coordinates: ``v_x, v_y`` orbit the camera about what it
+    looks at (the image of the object stays put: weakly seen), ``u_x, u_y`` slide the image
+    (strongly seen), ``v_z`` rolls, ``u_z`` dollies. Adam scales each coordinate by its own
+    gradient, so the weak orbit no longer waits on the strong shift. No amplification: ``z`` keeps
+    radians and scene units.
+    """
+    from taichi_nerf.poses import hat
+
+    poses = _as_3x4(poses).detach().to(torch.float64)
+    rotation, centre = poses[:, :, :3], poses[:, :, 3]
+    forward = -rotation[:, :, 2]  # OpenGL cameras look down -z
+    if scene_centre is None:
+        depth = torch.full((poses.shape[0],), 0.5 * (float(near) + float(far)),
+                           dtype=torch.float64)
+    else:
+        target = torch.as_tensor(scene_centre, dtype=torch.float64).reshape(1, 3)
+        depth = ((target - centre) * forward).sum(-1).clamp(float(near), float(far))
+    pivot = centre + depth[:, None] * forward
+    out = torch.zeros(poses.shape[0], 6, 6, dtype=torch.float64)
+    if learn_rotation:
+        out[:, :3, :3] = rotation
+        if learn_translation:
+            out[:, 3:, :3] = -hat(centre - pivot) @ rotation  # omega x r = -[r]x omega
+    if learn_translation:
+        out[:, 3:, 3:] = rotation
     return out
 
 
