@@ -7,7 +7,13 @@ import torch
 
 from taichi_nerf.data import PixelSampler
 from taichi_nerf.pose_metrics import pixel_angle_deg, pose_errors
-from taichi_nerf.pose_precond import camp_preconditioner, frustum_points, projection_jacobian
+from taichi_nerf.pose_precond import (
+    _project,
+    camp_preconditioner,
+    frustum_points,
+    orbit_preconditioner,
+    projection_jacobian,
+)
 from taichi_nerf.poses import CameraPoseParameters, perturb_poses, so3_exp
 from taichi_nerf.training.pose_opt import pose_lr_factor
 
@@ -46,9 +52,13 @@ def test_preconditioner_whitens_the_projection_jacobian():
         damped = jtj + damping * torch.diag(torch.diagonal(jtj))
         assert torch.allclose(p[i].T @ damped @ p[i], torch.eye(6, dtype=torch.float64),
                               atol=WHITEN_TOL)
-        # without the damping's share, J^T J itself is whitened up to the damping
+        # without the damping's share, J^T J itself is whitened up to the damping:
+        # P^T J^T J P = I - P^T D P, so its spectrum lies in [1 - max eig(P^T D P), 1]
         eig = torch.linalg.eigvalsh(p[i].T @ jtj @ p[i])
-        assert eig.max() <= 1 + 1e-9 and eig.min() >= 1 / (1 + damping * 20)
+        damping_share = torch.linalg.eigvalsh(
+            p[i].T @ (damping * torch.diag(torch.diagonal(jtj))) @ p[i])
+        assert eig.max() <= 1 + 1e-9 and eig.min() >= 1 - damping_share.max() - 1e-9
+        assert damping_share.max() < 0.9  # the damping is a share, not the whole
         # and the raw problem was badly conditioned: that is what P is for
         raw = torch.linalg.eigvalsh(jtj)
         assert raw.max() / raw.min() > 10
@@ -107,6 +117,32 @@ def test_latent_parameters_start_at_the_initial_poses_and_have_right_gradients()
     (g_ref,) = torch.autograd.grad((through(latent) * v).sum(), latent)
     assert torch.allclose(module.latent.grad, g_ref)
     assert poses_of(latent.detach()).shape == (2, 3, 4)
+
+
+def test_orbit_latents_turn_about_the_pivot_and_shift_in_camera_axes():
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    poses, intrinsics = _random_cameras(3, generator)
+    centre = 0.2 * torch.randn(3, generator=generator, dtype=torch.float64)
+    p = orbit_preconditioner(poses, 2.0, 6.0, centre)
+    zero = torch.zeros(6, dtype=torch.float64)
+    eps = 1e-6
+    for i in range(3):
+        forward = -poses[i][:, 2]
+        pivot = poses[i][:, 3] + ((centre - poses[i][:, 3]) @ forward) * forward
+        pix = lambda d: _project(d, poses[i], intrinsics[i], pivot[None])
+        jac = torch.stack([(pix(p[i][:, j] * eps) - pix(zero)) / eps for j in range(6)], -1)
+        # the three turns keep the pivot's image in place (to first order), the shifts slide
+        # it along the image axes (u_x right, u_y up: v falls) and the dolly does not move it
+        assert jac[:, [0, 1, 2, 5]].abs().max() < 1e-4
+        fx = intrinsics[i][0]
+        depth = (pivot - poses[i][:, 3]).norm()
+        assert torch.allclose(jac[:, 3], torch.stack([-fx / depth, 0 * fx]), atol=1e-4)
+        assert torch.allclose(jac[:, 4], torch.stack([0 * fx, fx / depth]), atol=1e-4)
+        # a pure shift of the latent is a camera-axis translation, a turn a camera-axis rotation
+        assert torch.allclose(p[i][3:, 3:], poses[i][:, :3])
+        assert torch.allclose(p[i][:3, :3], poses[i][:, :3])
+    module = CameraPoseParameters(poses, preconditioner=p)
+    assert torch.equal(module(), poses)  # z = 0 gives the initial poses exactly
 
 
 def test_preconditioned_parts_that_are_not_learned_stay_exactly_fixed():
