@@ -40,6 +40,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "baseline": dict(pose_preconditioning="none", sampler="uniform", pose_lr_warmup=0),
     "camp": dict(pose_preconditioning="camp", sampler="uniform"),
     "orbit": dict(pose_preconditioning="orbit"),
+    "pivot": dict(pose_preconditioning="pivot"),
     "per_camera": dict(pose_preconditioning="none", sampler="per_camera"),
     "camp_per_camera": dict(pose_preconditioning="camp", sampler="per_camera"),
 }
@@ -72,7 +73,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    if text in ("none", "camp", "orbit", "uniform", "per_camera", "free", "fixed", "rig"):
+    if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "fixed", "rig"):
         return text
     if "," in text:
         return tuple(_value(v) for v in text.split(","))

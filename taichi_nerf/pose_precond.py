@@ -109,8 +109,8 @@ def camp_preconditioner(poses: torch.Tensor, intrinsics: torch.Tensor, width: in
 
 
 def orbit_preconditioner(poses: torch.Tensor, near: float, far: float, scene_centre=None, *,
-                         learn_rotation: bool = True,
-                         learn_translation: bool = True) -> torch.Tensor:
+                         learn_rotation: bool = True, learn_translation: bool = True,
+                         camera_shifts: bool = True) -> torch.Tensor:
     """Per-camera orbit parameterisation ``P [N, 6, 6]`` (float64): ``(omega, delta_t) = P z``
     with ``z = (v, u)`` in the camera's own axes, ``v`` a turn about a pivot in front of the
     camera and ``u`` a shift of the camera.
@@ -123,6 +123,9 @@ def orbit_preconditioner(poses: torch.Tensor, near: float, far: float, scene_cen
     (strongly seen), ``v_z`` rolls, ``u_z`` dollies. Adam scales each coordinate by its own
     gradient, so the weak orbit no longer waits on the strong shift. No amplification: ``z`` keeps
     radians and scene units.
+
+    With ``camera_shifts=False`` (``--pose-preconditioning pivot``) ``u`` stays a world-axis
+    translation, as the plain deltas: only the turns are re-based.
     """
     from taichi_nerf.poses import hat
 
@@ -142,7 +145,7 @@ def orbit_preconditioner(poses: torch.Tensor, near: float, far: float, scene_cen
         if learn_translation:
             out[:, 3:, :3] = -hat(centre - pivot) @ rotation  # omega x r = -[r]x omega
     if learn_translation:
-        out[:, 3:, 3:] = rotation
+        out[:, 3:, 3:] = rotation if camera_shifts else torch.eye(3, dtype=torch.float64)
     return out
 
 

@@ -154,7 +154,7 @@ class TrainConfig:
     pose_mode: Literal["off", "rotation", "translation", "both"] | None = None
     """What of the poses is learned; filled from --fixed-poses / --no-learn-rotation /
     --no-learn-translation when not given (the trainer reads only this)."""
-    pose_preconditioning: Literal["none", "camp", "orbit"] | None = None
+    pose_preconditioning: Literal["none", "camp", "orbit", "pivot"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
     Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
     pose_gauge: Literal["free", "fixed", "rig"] | None = None

@@ -32,7 +32,7 @@ def build_pose_parameters(cfg, initial_poses: torch.Tensor, train_set) -> Camera
             train_set.near, train_set.far, damping=cfg.camp_damping,
             learn_rotation=learn_rotation, learn_translation=learn_translation)
         preconditioner = preconditioner.to(initial_poses)
-    elif cfg.pose_preconditioning == "orbit" and cfg.pose_mode != "off":
+    elif cfg.pose_preconditioning in ("orbit", "pivot") and cfg.pose_mode != "off":
         from taichi_nerf.pose_precond import orbit_preconditioner
 
         aabb = getattr(train_set, "scene_aabb", None)
@@ -40,7 +40,8 @@ def build_pose_parameters(cfg, initial_poses: torch.Tensor, train_set) -> Camera
             0.5 * (torch.as_tensor(aabb, dtype=torch.float64).reshape(2, 3).sum(0))
         preconditioner = orbit_preconditioner(
             initial_poses.cpu(), train_set.near, train_set.far, centre,
-            learn_rotation=learn_rotation, learn_translation=learn_translation)
+            learn_rotation=learn_rotation, learn_translation=learn_translation,
+            camera_shifts=cfg.pose_preconditioning == "orbit")
         preconditioner = preconditioner.to(initial_poses)
     return CameraPoseParameters(initial_poses, learn_rotation=learn_rotation,
                                 learn_translation=learn_translation,
