@@ -157,6 +157,10 @@ class TrainConfig:
     pose_preconditioning: Literal["none", "camp", "orbit", "pivot"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
     Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
+    orbit_delay: int = 0
+    """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
+    of a camera about what it looks at) stay frozen until this step, while roll and shifts move
+    from --pose-opt-delay (0: all parts move together)."""
     pose_gauge: Literal["free", "fixed", "rig"] | None = None
     """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
     free: as part of each camera's delta; fixed: removed after every pose step (the rig stays
@@ -362,7 +366,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
                 "eval.num_test_views", "vanilla.skip"}
     minimums = (
         (0, ("rotation_noise", "translation_noise", "translation_noise_pct", "pose_opt_delay",
-             "pose_lr_warmup", "pose_grad_clip", "field_grad_clip", "pose_prior", "camp_damping",
+             "pose_lr_warmup", "orbit_delay", "pose_grad_clip", "field_grad_clip", "pose_prior", "camp_damping",
              "keep_checkpoints", "ngp.c2f_min_levels", "ngp.target_samples", "vanilla.num_fine",
              "vanilla.pos_freqs", "vanilla.dir_freqs", "vanilla.skip", "eval.refine_steps")),
         (1, ("batch_size", "num_iters", "val_every", "num_val_views", "log_every", "downscale",

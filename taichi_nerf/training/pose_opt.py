@@ -72,6 +72,8 @@ class PoseOptimizer:
         self.params = [p for p in pose_params.parameters() if p.requires_grad]
         self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
             cfg.pose_prior
+        self.orbit_delay = cfg.orbit_delay if pose_params.preconditioned and \
+            cfg.pose_preconditioning in ("orbit", "pivot") else 0
         self.optimizer = self.scheduler = None
         if self.params:
             rig = [p for name, p in pose_params.named_parameters() if name == "rig_motion"]
@@ -109,6 +111,8 @@ class PoseOptimizer:
         """Clip, step Adam and the schedule: only once the poses move (``moving(step)``)."""
         if not self.moving(step):
             return
+        if step < self.orbit_delay and self.pose_params.latent.grad is not None:
+            self.pose_params.latent.grad[:, :2] = 0  # the orbit turns wait (Adam: exactly still)
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
