@@ -26,7 +26,8 @@ from taichi_nerf.training import EvalConfig, NGPConfig, TrainConfig
 from taichi_nerf.training.config import ConfigError, config_to_dict, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("TAICHI_NERF_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = (os.environ.get("TAICHI_NERF_CHROMIUM") or shutil.which("chromium")
+            or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 COLOUR_TOL = 40  # RGB distance: antialiased frustum lines blend with the white background

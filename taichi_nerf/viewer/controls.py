@@ -77,7 +77,8 @@ class ViewerControls:
     def _changed(self) -> None:
         self.version += 1
 
-    def set_camera(self, view: CameraView) -> None:
+    def set_camera(self, view: CameraView | None) -> None:
+        """The browser's camera (None: no browser is connected any more)."""
         with self._lock:
             self._camera = view
             self._changed()

@@ -28,7 +28,7 @@ from taichi_nerf.viewer.session import ViewerSession
 __all__ = ["ViewerHook", "BUDGET", "REFRESH_S", "MAX_CREDIT_S"]
 
 #: The viewer's share of the training loop's time (amortised over steps).
-BUDGET = 0.10
+BUDGET = 0.08
 #: Seconds between refreshes of the scene, numbers and plot while training.
 REFRESH_S = 1.0
 #: At most this much viewer time is saved up (after a long validation, say).

@@ -133,7 +133,6 @@ class ControlPanel:
                 box.on_update(lambda event, key=key: controls.set_shown(key, event.target.value))
                 self.toggles[key] = box
             self.legend = gui.add_html("")
-
         with gui.add_folder("Pose error vs step"):
             self.plot = gui.add_uplot(
                 data=(np.zeros(1), np.zeros(1), np.zeros(1)),
@@ -151,6 +150,11 @@ class ControlPanel:
 
             client.camera.on_update(moved)
             moved(client.camera)
+
+        @server.on_client_disconnect
+        def _(client) -> None:
+            if not server.get_clients():  # nobody looks: the render panel stops rendering
+                controls.set_camera(None)
 
     def set_paused(self, paused: bool) -> None:
         """Show the pause button's next action."""
