@@ -124,8 +124,7 @@ class ViewerHook:
 
     def _source(self, trainer) -> RenderSource:
         return RenderSource(trainer.renderer, trainer.background, trainer.device,
-                            float(trainer.train_set.near), float(trainer.train_set.far),
-                            trainer.step_count)
+                            torch.as_tensor(trainer.train_set.scene_aabb), trainer.step_count)
 
     def _refresh(self, trainer) -> None:
         from taichi_nerf.training.eval import mse_to_psnr

@@ -30,15 +30,23 @@ MIN_CHUNK = 256  # rays: below this a call costs more in overhead than it render
 @dataclasses.dataclass
 class RenderSource:
     """What rendering needs: a renderer (``render_rays(rays_o, rays_d, background=, train=)``),
-    the background ``[3]``, the device, the scene's ray bounds (depth colours), and the field's
-    version (the training step: an image rendered at the current version is up to date)."""
+    the background ``[3]``, the device, the scene box ``[6]`` (the ray bounds of a view) and the
+    field's version (the training step: an image rendered at the current version is up to
+    date)."""
 
     renderer: torch.nn.Module
     background: torch.Tensor
     device: torch.device
-    near: float
-    far: float
+    scene_aabb: torch.Tensor
     version: int
+
+    def bounds(self, position: np.ndarray) -> tuple[float, float]:
+        """``(near, far)`` that hold the whole scene box seen from ``position``: the training
+        cameras' bounds would cut the scene off for a viewer camera further away."""
+        box = self.scene_aabb.detach().double().cpu().numpy()
+        centre, half = 0.5 * (box[:3] + box[3:]), 0.5 * float(np.linalg.norm(box[3:] - box[:3]))
+        distance = float(np.linalg.norm(np.asarray(position) - centre))
+        return max(distance - half, 1e-3 * half), distance + half
 
 
 @dataclasses.dataclass
@@ -53,6 +61,8 @@ class _Job:
     opacity: torch.Tensor
     depth: torch.Tensor
     version: int
+    near: float
+    far: float
     done: int = 0
 
 
@@ -132,22 +142,30 @@ class RenderPanel:
         n = rays_o.shape[0]
         empty = dict(dtype=torch.float32, device=source.device)
         return _Job(view, level, width, height, rays_o, rays_d, torch.zeros(n, 3, **empty),
-                    torch.zeros(n, **empty), torch.zeros(n, **empty), source.version)
+                    torch.zeros(n, **empty), torch.zeros(n, **empty), source.version,
+                    *source.bounds(view.c2w[:, 3]))
 
     def _render_chunk(self, source: RenderSource, job: _Job, count: int) -> None:
         renderer = source.renderer
         was_training = renderer.training
+        # the renderer's own ray bounds (near, far) are the training cameras'; the view's
+        # are set for this call only and put back before training goes on
+        bounds = {k: getattr(renderer, k) for k in ("near", "far") if hasattr(renderer, k)}
         devices = [source.device] if source.device.type == "cuda" else []
         lo, hi = job.done, job.done + count
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 renderer.eval()
+                if len(bounds) == 2:
+                    renderer.near, renderer.far = job.near, job.far
                 out = renderer.render_rays(job.rays_o[lo:hi], job.rays_d[lo:hi],
                                            background=source.background, train=False)
             job.rgb[lo:hi] = out["rgb"]
             job.opacity[lo:hi] = out["opacity"]
             job.depth[lo:hi] = out["depth"]
         finally:
+            for key, value in bounds.items():
+                setattr(renderer, key, value)
             renderer.train(was_training)
         job.done = hi
 
@@ -157,7 +175,7 @@ class RenderPanel:
         h, w = job.height, job.width
         rgb = job.rgb.reshape(h, w, 3).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
         depth, opacity = job.depth.reshape(h, w), job.opacity.reshape(h, w)
-        lo, hi = depth_range(depth, opacity, source.near, source.far)
+        lo, hi = depth_range(depth, opacity, job.near, job.far)
         self.finished = {"rgb": rgb, "depth": colorize_depth(depth, opacity, lo, hi),
                          "width": w, "height": h, "version": job.version, "level": job.level,
                          "view": job.view}

@@ -59,8 +59,8 @@ class RunViewer:
         self.poses = run.train_poses.double()
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
-        self.source = RenderSource(run.renderer, run.background, run.device, run.near, run.far,
-                                   self.step)
+        self.source = RenderSource(run.renderer, run.background, run.device,
+                                   torch.as_tensor(train.scene_aabb), self.step)
         self.session = ViewerSession(cameras, host=host, port=port, live=False,
                                      grid=getattr(run.renderer, "grid", None),
                                      label=self.run_dir.name)
