@@ -294,6 +294,38 @@ def test_view_command_serves_until_ctrl_c(reference_run):
     assert "viewer stopped" in rest and "Traceback" not in rest
 
 
+def test_ctrl_c_stops_a_run_with_the_viewer_cleanly(tiny_demo_dir, tmp_path):
+    pytest.importorskip("viser")
+    from taichi_nerf.training.checkpoint import load_checkpoint
+    from taichi_nerf.viewer import check_viewer
+
+    port, out = free_port(), tmp_path / "out"
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TI_SKIP_VERSION_CHECK": "ON"}
+    argv = ["--scene", str(tiny_demo_dir), "--viewer", "--viewer-port", str(port), "--device",
+            "cpu", "--output-dir", str(out), "--experiment-name", "run", "--num-iters", "100000",
+            "--val-every", "5", "--batch-size", "256", "--ngp.target-samples", "0",
+            "--num-val-views", "1", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "taichi_nerf.commands.train_pose_opt", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run" / "checkpoint_latest.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.poll()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)  # no hanging server thread
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert f"viewer: http://127.0.0.1:{port}" in output and "Traceback" not in output
+    assert "error: interrupted; the checkpoints written so far are intact" in output
+    assert load_checkpoint(out / "run" / "checkpoint_latest.pt")["step"] >= 5
+    check_viewer("127.0.0.1", port)  # the port is free: the server went with the process
+
+
 # ------------------------------------------------------------------ a real browser
 def _browser_or_skip():
     """Playwright's sync API and a chromium it can start, or a skip naming what is missing."""
