@@ -56,6 +56,7 @@ class Browser(threading.Thread):
     def __init__(self, url: str, trainer=None, shot: Path | None = None, pause_at: int = 0):
         super().__init__(daemon=True)
         self.url, self.trainer, self.shot, self.pause_at = url, trainer, shot, pause_at
+        self.viewport = {"width": 1100, "height": 640 if shot is None else 860}
         self.ready = threading.Event()
         self.error: BaseException | None = None
 
@@ -66,7 +67,7 @@ class Browser(threading.Thread):
             with sync_playwright() as p:
                 context = p.chromium.launch_persistent_context(
                     tempfile.mkdtemp(), executable_path=CHROMIUM, args=ARGS,
-                    viewport={"width": 1100, "height": 640})
+                    viewport=self.viewport)
                 page = context.new_page()
                 page.goto(self.url)
                 page.get_by_text("Pause training").or_(
@@ -156,6 +157,30 @@ def screenshot(args, out: Path) -> None:
     print(f"wrote {args.screenshot} ({Path(args.screenshot).stat().st_size // 1024} kB)")
 
 
+def summarise(runs: list[dict], modes: list[str]) -> dict:
+    """Per mode: the median loop time, its slowdown over ``off``'s median, the median of the
+    per-repeat ratios to the ``off`` run just before (robust to the load drifting between
+    repeats on a shared machine), and the viewer's own time as a share of the rest."""
+    base = statistics.median(r["loop_s"] for r in runs if r["mode"] == "off")
+    offs = [r["loop_s"] for r in runs if r["mode"] == "off"]
+    summary = {}
+    for mode in modes:
+        mine = [r for r in runs if r["mode"] == mode]
+        loops = [r["loop_s"] for r in mine]
+        paired = [100 * (r["loop_s"] / off - 1) for r, off in zip(mine, offs)]
+        share = [100 * r["viewer_s"] / (r["loop_s"] - r["viewer_s"]) for r in mine]
+        summary[mode] = {"median_loop_s": statistics.median(loops),
+                         "slowdown_pct": 100 * (statistics.median(loops) / base - 1),
+                         "paired_slowdown_pct": paired,
+                         "median_paired_slowdown_pct": statistics.median(paired),
+                         "viewer_share_pct": statistics.median(share)}
+        print(f"{mode:9s} loop {summary[mode]['median_loop_s']:.1f} s, slowdown "
+              f"{summary[mode]['slowdown_pct']:+.1f}% (paired median "
+              f"{summary[mode]['median_paired_slowdown_pct']:+.1f}%), viewer's own time "
+              f"{summary[mode]['viewer_share_pct']:.1f}%")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
@@ -180,14 +205,7 @@ def main() -> None:
             runs.append(run)
             print(json.dumps(run), flush=True)
     if runs:
-        base = statistics.median(r["loop_s"] for r in runs if r["mode"] == "off")
-        summary = {}
-        for mode in args.modes.split(","):
-            loops = [r["loop_s"] for r in runs if r["mode"] == mode]
-            summary[mode] = {"median_loop_s": statistics.median(loops),
-                             "slowdown_pct": 100 * (statistics.median(loops) / base - 1)}
-            print(f"{mode:9s} loop {summary[mode]['median_loop_s']:.1f} s, slowdown "
-                  f"{summary[mode]['slowdown_pct']:+.1f}%")
+        summary = summarise(runs, args.modes.split(","))
         if args.json:
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip()
