@@ -145,6 +145,7 @@ def viewed_run(tiny_demo_dir, tmp_path_factory):
     wxyz, position = to_wxyz(trainer.gt_poses[0].cpu().numpy())
     hook.controls.set_camera(CameraView.from_viser(wxyz, position, 0.8, 4 / 3))
     hook.controls.request_save()
+    hook.controls.set_shown("grid", True)
     hook.controls.set_paused(True)
     stop = threading.Event()
 
@@ -196,6 +197,12 @@ def test_viewer_scene_nodes_poses_and_colours(viewed_run):
                                    atol=1e-5)
         assert tuple(scene.truth[i].color) == TRUTH_COLOUR
     assert scene.box.visible and np.asarray(scene.box.points).shape == (12, 2, 3)
+    occupied = int(trainer.renderer.grid.occupancy.sum())
+    assert scene.grid_points is not None and scene.grid_points.visible  # toggled on
+    assert np.asarray(scene.grid_points.points).shape == (occupied, 3) and occupied > 0
+    box = trainer.train_set.scene_aabb.cpu().numpy()
+    assert (scene.grid_points.points >= box[:3] - 1e-3).all()
+    assert (scene.grid_points.points <= box[3:] + 1e-3).all()
     assert scene.top_px >= 1.0
     legend = hook.session.panel.legend.content
     assert "rotation error vs ground truth, pixels" in legend

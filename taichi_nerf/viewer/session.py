@@ -143,7 +143,7 @@ class ViewerSession:
             self.render_panel.work(source, seconds)
             worked = True
         finished = self.render_panel.finished
-        key = (id(finished), mode)
+        key = (self.render_panel.renders, mode)  # the image count: which image is shown
         if finished is not None and key != self._shown_image:
             self.panel.image.image = self.render_panel.image(mode)
             self.panel.render_info.content = (
