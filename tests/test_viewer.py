@@ -132,7 +132,8 @@ def test_viewer_port_in_use_is_one_error_line(tiny_demo_dir, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def viewed_run(tiny_demo_dir, tmp_path_factory):
     """The tiny run with the viewer: a camera view set (as a browser's would be), "save
-    checkpoint now" pressed, and paused after step 1 for half a second."""
+    checkpoint now" pressed, the grid shown, and paused after step 1 until the render panel
+    has shown an image (at least half a second)."""
     pytest.importorskip("viser")
     from taichi_nerf.training.trainer import Trainer
     from taichi_nerf.viewer import ViewerHook
@@ -149,13 +150,17 @@ def viewed_run(tiny_demo_dir, tmp_path_factory):
     hook.controls.set_paused(True)
     stop = threading.Event()
 
-    def resume_after_half_a_second() -> None:  # of the pause, as a user would
+    def resume_once_the_render_shows() -> None:  # as a user would, half a second at least
         while not stop.is_set() and "paused" not in hook.session.panel.status.content:
             time.sleep(0.02)
         stop.wait(0.5)
+        deadline = time.monotonic() + 120  # a loaded machine renders slowly: not a timing test
+        while not stop.is_set() and hook.session.render_panel.renders < 1 and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
         hook.controls.set_paused(False)
 
-    user = threading.Thread(target=resume_after_half_a_second)
+    user = threading.Thread(target=resume_once_the_render_shows)
     user.start()
     try:
         result = trainer.train()
