@@ -158,7 +158,7 @@ def test_console_scripts_point_at_package_functions():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == {"taichi-nerf-train-pose-opt", "taichi-nerf-train", "taichi-nerf-eval",
-                            "taichi-nerf-render", "taichi-nerf-export"}
+                            "taichi-nerf-render", "taichi-nerf-export", "taichi-nerf-view"}
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), target

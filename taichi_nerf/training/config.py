@@ -221,6 +221,13 @@ class TrainConfig:
     """Seed of the field initialisation and the pixel sampler."""
     progress: bool = True
     """Show the tqdm progress bar."""
+    viewer: bool = False
+    """Serve a live web viewer (viser; pip install 'taichi-nerf[viewer]') while training: the
+    cameras, the render of your own view, live numbers, pause / resume, save a checkpoint now."""
+    viewer_port: int = 8080
+    """Port of the --viewer web server."""
+    viewer_host: str = "127.0.0.1"
+    """Address the --viewer server binds to (0.0.0.0: reachable from other machines)."""
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     """Evaluation after training."""
 
@@ -403,6 +410,11 @@ def _check_ranges(cfg: TrainConfig) -> None:
                cfg.eval.refine_steps)
     if len(cfg.background) != 3 or not all(0.0 <= v <= 1.0 for v in cfg.background):
         refuse("background", "three numbers in [0, 1] (R G B)", tuple(cfg.background))
+    if isinstance(cfg.viewer_port, bool) or not isinstance(cfg.viewer_port, int) or \
+            not 1 <= cfg.viewer_port <= 65535:
+        refuse("viewer_port", "a port number in 1..65535", cfg.viewer_port)
+    if not isinstance(cfg.viewer_host, str) or not cfg.viewer_host.strip():
+        refuse("viewer_host", "an address such as 127.0.0.1 or 0.0.0.0", repr(cfg.viewer_host))
     c2f = cfg.ngp.coarse_to_fine
     if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
         refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))

@@ -7,11 +7,12 @@
 - A run killed before its first checkpoint (a ``config.json``, no checkpoint) is started again
   from step 0 with its saved settings, in its own folder.
 - Flags that make sense to change on resume (:data:`RESUMABLE_FLAGS`: steps, validation interval,
-  device, evaluation settings, ``--stop-after``, ``--progress``) are applied and validated
-  through :func:`~taichi_nerf.training.config.resolve_config`; any other flag given with a value
-  that differs from the saved run (``--scene lego`` for a demo checkpoint, ``--model``,
-  ``--downscale`` ...) is refused, all of them named in one line. Flags not given keep the saved
-  run's values.
+  device, evaluation settings, ``--stop-after``, ``--progress``, ``--viewer*``) are applied and
+  validated through :func:`~taichi_nerf.training.config.resolve_config`; any other flag given
+  with a value that differs from the saved run (``--scene lego`` for a demo checkpoint,
+  ``--model``, ``--downscale`` ...) is refused, all of them named in one line. Flags not given
+  keep the saved run's values, except the ``--viewer*`` flags: a resumed run serves a viewer only
+  when its own command line asks for one.
 - A finished run (``metrics.json`` written at its last step) is not "resumed" into rewriting its
   results: it needs a larger ``--num-iters`` (or ``examples/evaluate.py``).
 
@@ -39,11 +40,13 @@ __all__ = ["RESUMABLE_FLAGS", "ResumeTarget", "find_run", "flags_given", "flags_
            "resume_config", "prepare"]
 
 #: Flags that may change on --resume (``eval`` means every ``--eval.*`` flag).
-RESUMABLE_FLAGS = ("num_iters", "val_every", "device", "eval", "stop_after", "progress")
+RESUMABLE_FLAGS = ("num_iters", "val_every", "device", "eval", "stop_after", "progress",
+                   "viewer", "viewer_port", "viewer_host")
 #: Where the run and its data are, not what it is: taken as given.
 _LOCATION_FLAGS = ("resume", "output_dir", "experiment_name", "data_dir")
-#: Never inherited from the saved run (a saved --stop-after would stop the resumed run at once).
-_NOT_INHERITED = ("resume", "stop_after")
+#: Never inherited from the saved run (a saved --stop-after would stop the resumed run at once;
+#: a web server is asked for by each command line, not by the run it continues).
+_NOT_INHERITED = ("resume", "stop_after", "viewer", "viewer_port", "viewer_host")
 _LATEST = "checkpoint_latest.pt"
 
 
@@ -176,8 +179,8 @@ def _refuse_changes(config: TrainConfig, saved: TrainConfig, given: set[str],
         raise ConfigError(
             f"--resume {where} (scene {saved.scene}, model {saved.model}): "
             f"{'; '.join(changed)} cannot change on resume; only --num-iters, --val-every, "
-            f"--device, --eval.*, --stop-after, --progress can: drop the others, or start a "
-            f"new run")
+            f"--device, --eval.*, --stop-after, --progress, --viewer* can: drop the others, or "
+            f"start a new run")
 
 
 def resume_config(config: TrainConfig, target: ResumeTarget,

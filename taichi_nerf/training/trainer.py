@@ -79,6 +79,11 @@ class Trainer:
         self.has_truth = bool(getattr(train, "poses_are_ground_truth", True))
         self.cfg = cfg = resolve_config(config, device, image_width=train.width,
                                         poses_are_ground_truth=self.has_truth)
+        self.viewer = None  # ViewerHook (--viewer): after_step(trainer, result), close()
+        if cfg.viewer:  # viser missing, port taken: one line, before the run folder is made
+            from taichi_nerf.viewer import check_viewer
+
+            check_viewer(cfg.viewer_host, cfg.viewer_port)
         self.gt_poses = train.poses.to(device)
         self.init_poses = self._initial_poses(state)
         self.run_dir = self._open_run_dir(state)
@@ -349,6 +354,11 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
+        if cfg.viewer and self.viewer is None:
+            from taichi_nerf.viewer import ViewerHook
+
+            self.viewer = ViewerHook.start(self)
+        viewer = self.viewer
         bar = tqdm(total=cfg.num_iters, initial=self.step_count, disable=not cfg.progress,
                    dynamic_ncols=True, desc=self.run_dir.name[:40])
         self.steps_this_run, self.loop_time = 0, 0.0
@@ -368,14 +378,20 @@ class Trainer:
                     bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['train_psnr']:.2f}",
                                     rot=f"{entry['rotation_error_mean']:.3f}", refresh=False)
                 bar.update(1)
+                if viewer is not None:  # the viewer's renders and requests, within its budget
+                    viewer.after_step(self, result)
                 if stop_now:
                     break
         except BaseException as exc:
             self.logger.text(f"stopped: {exc}")
             self.logger.close()
+            if viewer is not None:
+                viewer.close(status=f"run stopped at step {self.step_count}")
             raise
         finally:
             bar.close()
+        if viewer is not None:
+            viewer.close(self, status=f"run finished at step {self.step_count}: server closed")
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
