@@ -129,7 +129,7 @@ def test_orbit_latents_turn_about_the_pivot_and_shift_in_camera_axes():
     for i in range(3):
         forward = -poses[i][:, 2]
         pivot = poses[i][:, 3] + ((centre - poses[i][:, 3]) @ forward) * forward
-        pix = lambda d: _project(d, poses[i], intrinsics[i], pivot[None])
+        pix = lambda d, i=i, pivot=pivot: _project(d, poses[i], intrinsics[i], pivot[None])
         jac = torch.stack([(pix(p[i][:, j] * eps) - pix(zero)) / eps for j in range(6)], -1)
         # the three turns keep the pivot's image in place (to first order), the shifts slide
         # it along the image axes (u_x right, u_y up: v falls) and the dolly does not move it

@@ -156,7 +156,9 @@ class TrainConfig:
     --no-learn-translation when not given (the trainer reads only this)."""
     pose_preconditioning: Literal["none", "camp", "orbit", "pivot"] | None = None
     """camp: Adam steps latent z with (omega, dt) = P z, P = (J^T J + damping)^-1/2 from the
-    Jacobian of each camera's frustum-point projections (CamP); none: Adam on the deltas."""
+    Jacobian of each camera's frustum-point projections (CamP); orbit: z = turns about a point on
+    the camera's optical axis (at the scene centre's depth) and shifts in camera axes; pivot: the
+    same turns, world-axis shifts; none: Adam on the deltas."""
     orbit_delay: int = 0
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
