@@ -35,17 +35,23 @@ def build_pose_parameters(cfg, initial_poses: torch.Tensor, train_set) -> Camera
     elif cfg.pose_preconditioning in ("orbit", "pivot") and cfg.pose_mode != "off":
         from taichi_nerf.pose_precond import orbit_preconditioner
 
-        aabb = getattr(train_set, "scene_aabb", None)
-        centre = None if aabb is None else \
-            0.5 * (torch.as_tensor(aabb, dtype=torch.float64).reshape(2, 3).sum(0))
         preconditioner = orbit_preconditioner(
-            initial_poses.cpu(), train_set.near, train_set.far, centre,
+            initial_poses.cpu(), train_set.near, train_set.far,
+            _box_centre(getattr(train_set, "scene_aabb", None)),
             learn_rotation=learn_rotation, learn_translation=learn_translation,
             camera_shifts=cfg.pose_preconditioning == "orbit")
         preconditioner = preconditioner.to(initial_poses)
     return CameraPoseParameters(initial_poses, learn_rotation=learn_rotation,
                                 learn_translation=learn_translation,
                                 preconditioner=preconditioner)
+
+
+def _box_centre(scene_aabb) -> torch.Tensor | None:
+    """Centre ``[3]`` (float64) of a ``(xmin, ymin, zmin, xmax, ymax, zmax)`` box, or None."""
+    if scene_aabb is None:
+        return None
+    aabb = torch.as_tensor(scene_aabb, dtype=torch.float64).reshape(2, 3)
+    return 0.5 * (aabb[0] + aabb[1])
 
 
 def pose_lr_factor(k: int, warmup: int, decay_steps: int, final_ratio: float) -> float:
@@ -163,11 +169,8 @@ class _Gauge:
 
         initial = pose_params.initial_poses.detach().double()
         centres = initial[:, :, 3]
-        if scene_aabb is None:
-            pivot = centres.mean(0)
-        else:
-            aabb = torch.as_tensor(scene_aabb, dtype=torch.float64).reshape(6).to(centres.device)
-            pivot = 0.5 * (aabb[:3] + aabb[3:])
+        pivot = _box_centre(scene_aabb)
+        pivot = centres.mean(0) if pivot is None else pivot.to(centres.device)
         self.scale = float((centres - pivot).norm(dim=-1).mean().clamp_min(1e-6))
         self.basis = rig_motion_basis(centres, pivot, self.scale)
         self.pose_params = pose_params
