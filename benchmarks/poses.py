@@ -73,7 +73,8 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "fixed", "rig"):
+    if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "centres",
+                "fixed", "rig"):
         return text
     if "," in text:
         return tuple(_value(v) for v in text.split(","))

@@ -225,3 +225,39 @@ def test_removing_the_rig_motion_keeps_relative_corrections_and_kills_a_global_o
     relative = torch.randn(12, 6, dtype=torch.float64, generator=generator) * 0.01
     once = remove_rig_motion(relative, basis, scale)
     assert torch.allclose(remove_rig_motion(once + rigid, basis, scale), once, atol=1e-12)
+
+
+@pytest.mark.parametrize("latent", ["none", "orbit"])
+def test_centre_gauge_removes_the_rig_motion_and_keeps_a_common_turn_in_place(latent):
+    """--pose-gauge centres: a rigid motion of the whole rig goes, whatever else the deltas hold;
+    a turn of every camera in place (centres still) and per-camera corrections stay."""
+    from taichi_nerf.pose_precond import rig_motion_basis
+    from taichi_nerf.training.pose_opt import _CentreGauge
+
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    poses, _ = _random_cameras(12, generator)
+    precond = None if latent == "none" else orbit_preconditioner(poses, 2.0, 6.0, torch.zeros(3))
+    params = CameraPoseParameters(poses, preconditioner=precond)
+    gauge = _CentreGauge(params, (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
+    centres = poses[:, :, 3]
+    scale = float(centres.norm(dim=-1).mean())
+    basis = rig_motion_basis(centres, torch.zeros(3, dtype=torch.float64), scale)
+    rigid = basis @ (torch.randn(6, dtype=torch.float64, generator=generator) * 0.01)
+    turn = torch.zeros(12, 6, dtype=torch.float64)
+    turn[:, :3] = torch.randn(3, dtype=torch.float64, generator=generator) * 0.01
+    relative = torch.randn(12, 6, dtype=torch.float64, generator=generator) * 0.01
+    relative[:, 3:] -= basis[:, 3:] @ gauge.fit(relative)  # centres free of any rig motion
+
+    def set_deltas(deltas):
+        with torch.no_grad():
+            if precond is None:
+                params.rotation_delta.copy_(deltas[:, :3])
+                params.translation_delta.copy_(deltas[:, 3:])
+            else:
+                params.latent.copy_(torch.linalg.solve(precond, deltas[..., None])[..., 0])
+
+    for kept in (turn, relative, turn + relative):
+        set_deltas(kept + rigid)
+        gauge.apply()
+        assert torch.allclose(params.camera_deltas(), kept, atol=1e-12)
+        assert gauge.fit(params.camera_deltas()).abs().max() < 1e-12

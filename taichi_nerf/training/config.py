@@ -163,10 +163,11 @@ class TrainConfig:
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
     from --pose-opt-delay (0: all parts move together)."""
-    pose_gauge: Literal["free", "fixed", "rig"] | None = None
+    pose_gauge: Literal["free", "centres", "fixed", "rig"] | None = None
     """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
-    free: as part of each camera's delta; fixed: removed after every pose step (the rig stays
-    where the initial poses put it); rig: removed from the per-camera deltas and learned as one
+    free: as part of each camera's delta; centres: the rigid motion fitted to the camera centres'
+    moves is removed after every pose step (any parameterisation); fixed: the same, fitted in
+    CamP's whitened metric (needs camp); rig: removed from the per-camera deltas and learned as one
     shared motion of the whole rig (plain Adam at --rig-lr)."""
     rig_lr: float = 3e-3
     """Learning rate of the shared rig motion (pose_gauge=rig; radians, and rig radii)."""

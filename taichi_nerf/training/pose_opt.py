@@ -73,7 +73,9 @@ class PoseOptimizer:
     def __init__(self, pose_params: CameraPoseParameters, cfg, scene_aabb=None) -> None:
         self.pose_params = pose_params
         self.gauge = None
-        if cfg.pose_gauge in ("fixed", "rig") and cfg.pose_mode == "both":
+        if cfg.pose_gauge == "centres" and cfg.pose_mode == "both":
+            self.gauge = _CentreGauge(pose_params, scene_aabb)
+        elif cfg.pose_gauge in ("fixed", "rig") and cfg.pose_mode == "both":
             self.gauge = _Gauge(pose_params, scene_aabb, rig=cfg.pose_gauge == "rig")
         self.params = [p for p in pose_params.parameters() if p.requires_grad]
         self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
@@ -158,6 +160,65 @@ def _scheduler_state(scheduler) -> dict[str, Any] | None:
     return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
 
 
+def _rig_basis(pose_params: CameraPoseParameters, scene_aabb) -> tuple[torch.Tensor, float]:
+    """:func:`~taichi_nerf.pose_precond.rig_motion_basis` of the initial poses (about the scene
+    box's centre, or the centres' mean), and the rig's radius it measures shifts in."""
+    from taichi_nerf.pose_precond import rig_motion_basis
+
+    centres = pose_params.initial_poses.detach().double()[:, :, 3]
+    pivot = _box_centre(scene_aabb)
+    pivot = centres.mean(0) if pivot is None else pivot.to(centres.device)
+    scale = float((centres - pivot).norm(dim=-1).mean().clamp_min(1e-6))
+    return rig_motion_basis(centres, pivot, scale), scale
+
+
+class _CentreGauge:
+    """``pose_gauge="centres"``: after every pose step, the global rigid motion of the rig that
+    best explains how the camera **centres** moved (least squares over all cameras) is taken
+    back from every camera, orientations included.
+
+    Why centres alone: the images cannot see a rigid motion of the whole rig (the gauge), so only
+    the initial poses can anchor it, and their centres do so far more precisely than their
+    orientations (1% of the distance against 3 degrees on the main job: the rig's turn is pinned
+    to ~0.1 degree by 100 centres, ~0.3 degree by the orientations). And a common turn of every
+    camera in place, which the images do see, leaves the centres where they are, so this fit
+    never removes it (a fit that also weighs orientations does, see BENCHMARKS.md). Works with
+    any parameterisation: with a latent ``z`` the change is mapped back through ``P^-1``.
+    Directions the centres cannot pin (e.g. a turn about the axis of collinear centres) are
+    left free.
+    """
+
+    def __init__(self, pose_params: CameraPoseParameters, scene_aabb) -> None:
+        basis, _ = _rig_basis(pose_params, scene_aabb)
+        self.basis, self.pose_params = basis, pose_params
+        centre_rows = basis[:, 3:, :]  # how each centre moves with the rig motion g
+        lhs = torch.einsum("nij,nik->jk", centre_rows, centre_rows)
+        values, vectors = torch.linalg.eigh(lhs)
+        keep = values > 1e-9 * values.max().clamp_min(1e-30)
+        self.solve = (vectors[:, keep] / values[keep]) @ vectors[:, keep].T  # pseudo-inverse
+        self.p_inverse = None
+        if pose_params.preconditioned:
+            self.p_inverse = torch.linalg.pinv(pose_params.preconditioner.double())
+
+    def fit(self, deltas: torch.Tensor) -> torch.Tensor:
+        """Rig motion ``g [6]`` that best explains the centre moves ``deltas[:, 3:]``."""
+        centre_rows = self.basis[:, 3:, :]
+        return self.solve @ torch.einsum("nij,ni->j", centre_rows, deltas[:, 3:].double())
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        params = self.pose_params
+        deltas = params.camera_deltas().double()
+        change = -(self.basis @ self.fit(deltas)[:, None])[..., 0]  # [N, 6]
+        if self.p_inverse is not None:
+            latent = params.latent
+            latent.add_((self.p_inverse @ change[..., None])[..., 0].to(latent.dtype))
+            return
+        for name, part in (("rotation_delta", change[:, :3]), ("translation_delta", change[:, 3:])):
+            delta = params.get_buffer_or_param(name)
+            delta.add_(part.to(delta.dtype))
+
+
 class _Gauge:
     """Keeps the per-camera deltas free of any global rigid motion of the rig, see
     :func:`taichi_nerf.pose_precond.remove_rig_motion`: ``pose_gauge="fixed"`` leaves the rig
@@ -165,14 +226,7 @@ class _Gauge:
     (``rig_motion``, plain Adam at ``rig_lr``) that learns from every camera's gradient."""
 
     def __init__(self, pose_params: CameraPoseParameters, scene_aabb, rig: bool = False) -> None:
-        from taichi_nerf.pose_precond import rig_motion_basis
-
-        initial = pose_params.initial_poses.detach().double()
-        centres = initial[:, :, 3]
-        pivot = _box_centre(scene_aabb)
-        pivot = centres.mean(0) if pivot is None else pivot.to(centres.device)
-        self.scale = float((centres - pivot).norm(dim=-1).mean().clamp_min(1e-6))
-        self.basis = rig_motion_basis(centres, pivot, self.scale)
+        self.basis, self.scale = _rig_basis(pose_params, scene_aabb)
         self.pose_params = pose_params
         if rig and "rig_motion" not in dict(pose_params.named_parameters()):
             pose_params.add_rig_motion(self.basis)
