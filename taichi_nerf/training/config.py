@@ -159,6 +159,10 @@ class TrainConfig:
     Jacobian of each camera's frustum-point projections (CamP); orbit: z = turns about a point on
     the camera's optical axis (at the scene centre's depth) and shifts in camera axes; pivot: the
     same turns, world-axis shifts; none: Adam on the deltas."""
+    pose_optimizer: Literal["adam", "camera_adam"] = "adam"
+    """adam: torch's Adam on the pose parameters; camera_adam: Adam with a full 6x6 second moment
+    per camera, whitening each camera's step in the images' own metric
+    (taichi_nerf/training/camera_adam.py)."""
     orbit_delay: int = 0
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move

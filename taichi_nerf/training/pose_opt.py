@@ -88,7 +88,15 @@ class PoseOptimizer:
             groups = [{"params": [p for p in self.params if all(p is not r for r in rig)]}]
             if rig:  # the shared rig motion steps in radians, at the unpreconditioned rate
                 groups.append({"params": rig, "lr": cfg.rig_lr})
-            self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
+            if cfg.pose_optimizer == "camera_adam":
+                from taichi_nerf.training.camera_adam import CameraAdam
+
+                if rig:
+                    raise ValueError("--pose-optimizer camera_adam does not step a shared rig "
+                                     "motion: use --pose-gauge free/centres/fixed with it")
+                self.optimizer = CameraAdam(groups, lr=cfg.pose_lr)
+            else:
+                self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
             ratio = cfg.pose_lr_final / cfg.pose_lr
             decay = cfg.num_iters - cfg.pose_opt_delay
             warmup = cfg.pose_lr_warmup

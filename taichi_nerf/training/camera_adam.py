@@ -1,0 +1,74 @@
+"""Adam with one full 6x6 second moment per camera (``--pose-optimizer camera_adam``).
+
+Plain Adam scales each coordinate of ``(omega, delta_t)`` by its own gradient RMS, so it cannot
+see that a tilt and a sideways shift of a camera are nearly the same change of its image (the
+rotation/translation valley of issue 9). This optimiser keeps, per camera ``i``, the moving
+average ``V_i`` of the outer product ``g_i g_i^T`` of its 6 gradient components and steps by
+``-lr * (V_i + eps I)^(-1/2) m_i`` (``m_i``: the usual first moment). Where the gradient noise is
+what ``V_i`` measures, ``E[g g^T]`` is the photometric Gauss-Newton matrix of that camera
+(summed over its rays), so the step is whitened along the valley, in the images' own metric
+(CamP's ``P`` is the same idea with a geometric stand-in, fixed at the start). Where plain
+Adam's rate along a weak direction that is correlated with a strong one falls with the ratio of
+their curvatures, here it falls only with its square root; it is invariant to any rotation of a
+camera's coordinates, and like Adam it moves each whitened direction by at most about ``lr`` per
+step. With ``K = 1`` it is exactly torch's Adam.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["CameraAdam"]
+
+
+class CameraAdam(torch.optim.Optimizer):
+    """Adam over ``[N, k]`` parameters that share their first axis (one row per camera), with a
+    full ``[K, K]`` second moment per row (``K`` = the summed ``k``).
+
+    Args:
+        params: the pose parameters, e.g. ``rotation_delta [N, 3]`` and
+            ``translation_delta [N, 3]`` (one group; their columns are concatenated per camera).
+        lr: step size, as Adam's.
+        betas: as Adam's.
+        eps: added to the square roots of ``V_i``'s eigenvalues, as Adam's ``eps``.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        for group in self.param_groups:
+            rows = {p.shape[0] for p in group["params"]}
+            if len(rows) != 1 or any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("CameraAdam needs [N, k] parameters with one common N, got "
+                                 f"{[list(p.shape) for p in group['params']]}")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            params = group["params"]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            g = torch.cat(grads, -1).double()  # [N, K]
+            state = self.state[params[0]]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float64)
+                state["exp_avg"] = torch.zeros_like(g)
+                state["exp_avg_outer"] = g.new_zeros(*g.shape, g.shape[-1])
+            beta1, beta2 = group["betas"]
+            state["step"] += 1
+            t = float(state["step"])
+            state["exp_avg"].lerp_(g, 1 - beta1)
+            state["exp_avg_outer"].mul_(beta2).add_(g[:, :, None] * g[:, None, :],
+                                                    alpha=1 - beta2)
+            m_hat = state["exp_avg"] / (1 - beta1 ** t)
+            v_hat = state["exp_avg_outer"] / (1 - beta2 ** t)
+            values, vectors = torch.linalg.eigh(v_hat)
+            scale = 1.0 / (values.clamp_min(0).sqrt() + group["eps"])
+            whitened = vectors.transpose(1, 2) @ m_hat[..., None]
+            update = (vectors @ (scale[..., None] * whitened))[..., 0]
+            start = 0
+            for p in params:
+                k = p.shape[1]
+                p.add_(update[:, start:start + k].to(p.dtype), alpha=-group["lr"])
+                start += k
+        return loss
