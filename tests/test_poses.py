@@ -497,3 +497,25 @@ def test_barf_translation_metric_is_the_w2c_translation_distance():
     w2c_gt = torch.linalg.inv(torch.cat([gt, bottom], 1))[:, :3, 3]
     expected = (w2c_aligned - w2c_gt).norm(dim=-1).mean().item()
     assert math.isclose(errors["aligned_barf_translation_error_mean"], expected, rel_tol=1e-9)
+
+
+def test_anchored_errors_remove_the_rig_motion_using_the_initial_centres_only():
+    """A rig moved by any similarity but with exact relative poses scores exactly the anchor's
+    floor, and the anchored poses do not depend on where the rig was moved to."""
+    from taichi_nerf.pose_metrics import anchor_to_initial
+
+    gt = random_poses(30).double()
+    initial = perturb_poses(gt, rotation_noise_deg=3.0, translation_noise_pct=1.0,
+                            seed=int(torch.randint(0, 2**31, ())))
+    pred = apply_sim3_to_poses(gt, *random_sim3())
+    errors = pose_errors(pred, gt, initial=initial)
+    assert errors["rotation_error_mean"] > 1.0
+    for key in ("rotation_error_mean", "translation_error_mean"):
+        assert errors[f"anchored_{key}"] == pytest.approx(errors[f"anchor_floor_{key}"],
+                                                          rel=1e-6, abs=1e-9), key
+    assert 0 < errors["anchor_floor_rotation_error_mean"] < 1.0
+    # The anchored frame is a function of the prediction and the initial poses alone.
+    anchored = anchor_to_initial(pred, initial)
+    assert torch.allclose(anchor_to_initial(apply_sim3_to_poses(pred, *random_sim3()), initial),
+                          anchored, atol=1e-9)
+    assert "anchored_rotation_error_mean" not in pose_errors(pred, gt)

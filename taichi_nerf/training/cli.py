@@ -148,5 +148,11 @@ def print_summary(result: dict[str, Any]) -> None:
     t_px = after.get("translation_error_px_mean")
     print(f"translation err {t0:.5f} -> {t1:.5f} scene units"
           + (f" = {t_px:.3f} px" if t_px is not None else "") + f" ({_aligned(after)})")
+    if after.get("anchored_rotation_error_mean") is not None:
+        print(f"anchored        rotation {after['anchored_rotation_error_mean']:.4f} deg "
+              f"({after.get('anchored_rotation_error_px_mean', math.nan):.3f} px), centre "
+              f"{after['anchored_translation_error_mean']:.5f} (rig moved onto the initial "
+              f"centres; exact relative poses would give "
+              f"{after.get('anchor_floor_rotation_error_mean', math.nan):.4f} deg)")
     print(f"training        {metrics.get('train_time_s', 0.0):.1f} s, "
           f"{result['iters_per_sec']:.1f} it/s")

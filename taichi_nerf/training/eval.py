@@ -261,8 +261,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest",
         background=background, images_dir=images_dir, chunk=renderer.eval_chunk, device=dev,
         seed=cfg.seed)
     units = pixel_units(test_set)
-    metrics = build_metrics(cfg, test, pose_errors(learned, gt, align=True, **units),
-                            pose_errors(state["initial_poses"], gt, align=True, **units),
+    initial = state["initial_poses"]
+    metrics = build_metrics(cfg, test, pose_errors(learned, gt, initial=initial, **units),
+                            pose_errors(initial, gt, align=True, **units),
                             step=int(state["step"]), checkpoint=path.name, device=dev)
     if write:
         write_json(run_dir / "metrics.json", metrics)
@@ -285,6 +286,9 @@ def build_metrics(cfg: TrainConfig, test: dict[str, Any], final_errors: dict[str
         "translation_error_mean": final_errors["translation_error_mean"],
         "aligned_rotation_error_mean": final_errors.get("aligned_rotation_error_mean"),
         "aligned_translation_error_mean": final_errors.get("aligned_translation_error_mean"),
+        "anchored_rotation_error_mean": final_errors.get("anchored_rotation_error_mean"),
+        "anchored_rotation_error_px_mean": final_errors.get("anchored_rotation_error_px_mean"),
+        "anchored_translation_error_mean": final_errors.get("anchored_translation_error_mean"),
         "test": test, "pose_errors": final_errors, "initial_pose_errors": initial_errors,
     }
     if extra:

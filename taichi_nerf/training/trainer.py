@@ -255,7 +255,8 @@ class Trainer:
         """Errors of ``poses`` against the training set's poses, degrees/units and pixels."""
         from taichi_nerf.poses import pose_errors
 
-        return pose_errors(poses, self.gt_poses, align=align, **self.pixel_units)
+        return pose_errors(poses, self.gt_poses, align=align, initial=self.init_poses,
+                           **self.pixel_units)
 
     def log(self, result: dict[str, Any], validate_now: bool, final: bool) -> dict[str, Any]:
         """A history entry (and TensorBoard scalars, the tqdm line); validation when asked."""
@@ -409,8 +410,12 @@ class Trainer:
                              f"--resume {self.run_dir}")
             self.logger.close()
             return result
+        from taichi_nerf.pose_metrics import anchor_to_initial
+
+        anchored = anchor_to_initial(final_poses, self.init_poses).to(final_poses.dtype)
         ckpt.atomic_torch_save({
             "initial_poses": self.init_poses.detach().cpu(), "optimized_poses": final_poses.cpu(),
+            "anchored_poses": anchored.cpu(),
             "ground_truth_poses": self.gt_poses.cpu(), "pose_errors": final_errors,
             "initial_pose_errors": self.initial_errors,
             "file_paths": list(self.train_set.file_paths)}, self.run_dir / "final_poses.pt")
