@@ -66,3 +66,31 @@ def test_test_alignment_recovers_the_learned_frame():
     s, r, t = fit_test_alignment(learned, gt)
     moved = apply_sim3_to_poses(gt, s, r, t)
     assert torch.allclose(moved, learned, atol=1e-9)
+
+
+def test_test_alignment_carries_a_common_camera_frame_turn_to_held_out_views():
+    """Training cameras all turned the same way in their own frames (plus per-camera noise that
+    averages out): a held-out camera gets that turn, on top of the centres' Sim(3)."""
+    from types import SimpleNamespace
+
+    from taichi_nerf.training.eval import aligned_poses
+
+    seed = int(torch.randint(0, 2**31, ()))
+    generator = torch.Generator().manual_seed(seed)
+    poses = perturb_poses(torch.eye(4)[None, :3].repeat(41, 1, 1), rotation_noise_deg=30.0,
+                          translation_noise=1.0, seed=seed).double()
+    gt, held_out = poses[:40], poses[40:]
+    sim3 = (1.2, so3_exp(torch.randn(3, dtype=torch.float64, generator=generator) * 0.2),
+            torch.randn(3, dtype=torch.float64, generator=generator))
+    turn = torch.randn(3, dtype=torch.float64, generator=generator) * 0.01
+    jitter = torch.randn(40, 3, dtype=torch.float64, generator=generator) * 1e-3
+    jitter -= jitter.mean(0)
+    learned = apply_sim3_to_poses(gt, *sim3)
+    learned = torch.cat([learned[:, :, :3] @ so3_exp(turn + jitter), learned[:, :, 3:]], -1)
+    moved, name = aligned_poses(SimpleNamespace(poses=held_out.float()), 1, learned, gt, "cpu")
+    expected = apply_sim3_to_poses(held_out, *sim3)
+    expected = torch.cat([expected[:, :, :3] @ so3_exp(turn), expected[:, :, 3:]], -1)
+    assert name == "sim3_and_camera_turn_from_train_cameras"
+    assert torch.allclose(moved.double(), expected, atol=1e-5)
+    no_turn = apply_sim3_to_poses(held_out, *sim3)
+    assert not torch.allclose(moved.double(), no_turn, atol=1e-4)

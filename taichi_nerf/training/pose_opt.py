@@ -88,7 +88,7 @@ class PoseOptimizer:
             groups = [{"params": [p for p in self.params if all(p is not r for r in rig)]}]
             if rig:  # the shared rig motion steps in radians, at the unpreconditioned rate
                 groups.append({"params": rig, "lr": cfg.rig_lr})
-            if cfg.pose_optimizer == "camera_adam":
+            if getattr(cfg, "pose_optimizer", None) == "camera_adam":
                 from taichi_nerf.training.camera_adam import CameraAdam
 
                 if rig:
