@@ -57,7 +57,10 @@ KEYS = ("rotation_error_mean", "rotation_error_median", "rotation_error_px_mean"
         "rotation_error_px_median", "translation_error_mean", "translation_error_px_mean",
         "aligned_rotation_error_mean", "aligned_rotation_error_px_mean",
         "aligned_translation_error_mean", "aligned_translation_error_px_mean",
-        "aligned_barf_translation_error_mean")
+        "aligned_barf_translation_error_mean", "anchored_rotation_error_mean",
+        "anchored_rotation_error_px_mean", "anchored_translation_error_mean",
+        "anchored_translation_error_px_mean", "anchor_floor_rotation_error_mean",
+        "anchor_floor_translation_error_mean")
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
@@ -162,10 +165,27 @@ def save(path: Path, rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
                                indent=2, default=str) + "\n")
 
 
+def current_protocol(row: dict[str, Any], args) -> None:
+    """Re-score a row's run folder with today's metrics: pose errors (anchored ones too) from
+    its checkpoint, test PSNR with today's test alignment (the old value kept as
+    ``test_psnr_before_rescore`` the first time)."""
+    from taichi_nerf.training.eval import evaluate_run
+
+    m = evaluate_run(row["run_dir"], write=False, device=args.device,
+                     data_dir=str(args.data_dir) if args.data_dir else None)
+    row.setdefault("test_psnr_before_rescore", row["test_psnr"])
+    row["test_psnr"], row["test_ssim"] = m["test_psnr"], m["test_ssim"]
+    row["test_alignment"] = m["test"]["pose_alignment"]
+    row["final"] = {k: m["pose_errors"].get(k) for k in KEYS}
+
+
 def rescore(json_path: Path, args) -> list[dict[str, Any]]:
-    """Add the refined / same-view PSNR to every row of ``json_path`` whose run folder exists."""
+    """Re-score every row of ``json_path`` whose run folder exists (:func:`current_protocol`;
+    with ``--refine-views`` also the refined / same-view PSNR)."""
     data = json.loads(json_path.read_text())
     for row in data["rows"]:
+        if Path(row["run_dir"]).is_dir():
+            current_protocol(row, args)
         if Path(row["run_dir"]).is_dir() and args.refine_views:
             row.update(refined_psnr(row["run_dir"], args.refine_views, args.device))
             print(f"[poses] {row['name']}: PSNR {row['test_psnr_views']:.2f} -> refined "
@@ -174,10 +194,14 @@ def rescore(json_path: Path, args) -> list[dict[str, Any]]:
     return data["rows"]
 
 
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the rows (errors in deg and px; camera centre in units and px)."""
     lines = ["| setting | noise | rot mean deg (px) | rot median deg (px) | centre (px) | "
-             "aligned rot deg | BARF t x100 | test PSNR | steps | wall s |",
+             "aligned / anchored rot deg | BARF t x100 | test PSNR | steps | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["final"]
@@ -185,7 +209,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['setting']} | {r['noise']} | {f['rotation_error_mean']:.3f} "
             f"({f['rotation_error_px_mean']:.2f}) | {f['rotation_error_median']:.3f} "
             f"({f['rotation_error_px_median']:.2f}) | {f['translation_error_mean']:.4f} "
-            f"({f['translation_error_px_mean']:.2f}) | {f['aligned_rotation_error_mean']:.3f} | "
+            f"({f['translation_error_px_mean']:.2f}) | {f['aligned_rotation_error_mean']:.3f} / "
+            f"{_maybe(f.get('anchored_rotation_error_mean'))} | "
             f"{100 * f['aligned_barf_translation_error_mean']:.3f} | {r['test_psnr']:.2f} | "
             f"{r['steps']} | {r['wall_time_s']:.0f} |")
     return "\n".join(lines)
@@ -237,7 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also score the first N test views with test-time pose refinement "
                    "(BARF's protocol) and without (0: off)")
     p.add_argument("--rescore", action="store_true",
-                   help="only add --refine-views scores to the rows of --json (their run folders)")
+                   help="only re-score the rows of --json whose run folders exist: today's "
+                   "pose metrics and test alignment, plus --refine-views scores")
     p.add_argument("--list", action="store_true")
     return p.parse_args(argv)
 
