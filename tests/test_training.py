@@ -96,14 +96,17 @@ def test_output_tree_and_file_keys(noisy_run):
 
 
 @pytest.mark.slow
-def test_clean_init_stays_clean(tmp_path):
-    # 64 px and a gentle pose lr: cameras at the truth stay within a fraction of a pixel while
-    # the field is still blurry (at 32 px / lr 3e-3 they wander ~0.25 deg = 0.2 px).
+@pytest.mark.parametrize("optimizer, bound", [("adam", 0.1), ("camera_adam", 0.2)])
+def test_clean_init_stays_clean(tmp_path, optimizer, bound):
+    # 64 px (1 px = 0.62 deg) and a gentle pose lr: cameras at the truth stay within a fraction of
+    # a pixel while the field is still blurry (at 32 px / lr 3e-3 they wander ~0.25 deg = 0.2 px).
+    # camera_adam moves weak directions as fast as strong ones, so it wanders further early
+    # (0.138 deg measured here; by 2000 steps on the main job's scene both end near 0.16 deg).
     result = train_with_pose_optimization(_config(
         tmp_path, init_mode="clean", downscale=2, num_iters=300, val_every=300,
-        pose_opt_delay=100, pose_lr=5e-4, pose_lr_final=5e-5))
+        pose_opt_delay=100, pose_lr=5e-4, pose_lr_final=5e-5, pose_optimizer=optimizer))
     errors = result["final_pose_errors"]
-    assert errors["rotation_error_mean"] < 0.1, errors["rotation_error_mean"]
+    assert errors["rotation_error_mean"] < bound, errors["rotation_error_mean"]
     assert errors["translation_error_pct_mean"] < 1.0
 
 

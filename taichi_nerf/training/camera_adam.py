@@ -42,6 +42,17 @@ class CameraAdam(torch.optim.Optimizer):
                 raise ValueError("CameraAdam needs [N, k] parameters with one common N, got "
                                  f"{[list(p.shape) for p in group['params']]}")
 
+    def load_state_dict(self, state_dict) -> None:
+        """As torch's, but the moments stay float64 (torch would cast them to the parameters'
+        dtype, and a resumed run would then differ from an uninterrupted one)."""
+        super().load_state_dict(state_dict)
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, p in zip(ids, params):
+            saved = state_dict["state"].get(i)
+            if saved is not None:
+                self.state[p] = {k: v.detach().clone().to(p.device) for k, v in saved.items()}
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else closure()
