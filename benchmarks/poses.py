@@ -77,7 +77,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 def _value(text: str) -> Any:
     if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "centres",
-                "camera_adam", "fixed", "rig"):
+                "camera_adam", "adam", "fixed", "rig"):
         return text
     if "," in text:
         return tuple(_value(v) for v in text.split(","))
