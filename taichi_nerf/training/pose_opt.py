@@ -88,12 +88,9 @@ class PoseOptimizer:
             groups = [{"params": [p for p in self.params if all(p is not r for r in rig)]}]
             if rig:  # the shared rig motion steps in radians, at the unpreconditioned rate
                 groups.append({"params": rig, "lr": cfg.rig_lr})
-            if getattr(cfg, "pose_optimizer", None) == "camera_adam":
+            if cfg.pose_optimizer == "camera_adam":  # (config refuses it with the rig gauge)
                 from taichi_nerf.training.camera_adam import CameraAdam
 
-                if rig:
-                    raise ValueError("--pose-optimizer camera_adam does not step a shared rig "
-                                     "motion: use --pose-gauge free/centres/fixed with it")
                 self.optimizer = CameraAdam(groups, lr=cfg.pose_lr)
             else:
                 self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
