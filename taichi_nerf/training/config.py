@@ -179,6 +179,10 @@ class TrainConfig:
     """Damping of the CamP preconditioner, relative to the mean eigenvalue of J^T J."""
     pose_grad_clip: float | None = None
     """Max gradient norm of the pose parameters (0 = off)."""
+    pose_average: float | None = None
+    """Fraction of the pose steps, at the end, whose running mean becomes the final poses
+    (Polyak averaging: the noise-driven jitter of the last steps averages out; 0 = off, the last
+    step's poses)."""
     pose_prior: float = 0.0
     """Weight of an L2 penalty on the pose deltas (radians, scene units) added to the loss."""
     sampler: Literal["uniform", "per_camera"] | None = None
@@ -245,7 +249,7 @@ class TrainConfig:
 # options, see the tables there).
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
-                      sampler="uniform", pose_gauge="free")
+                      sampler="uniform", pose_gauge="free", pose_average=0.0)
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
@@ -277,7 +281,7 @@ def preset_help() -> str:
              "step's ray count, later steps are sized to --ngp.target-samples):"]
     keys = ("lr", "lr_final", "pose_lr", "pose_lr_final", "pose_opt_delay", "batch_size",
             "num_iters", "val_every", "pose_optimizer", "pose_preconditioning", "pose_gauge",
-            "sampler")
+            "sampler", "pose_average")
     for name, preset in PRESETS.items():
         values = [f"{k}={preset[k]}" for k in keys if k in preset]
         values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
@@ -431,6 +435,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     c2f = cfg.ngp.coarse_to_fine
     if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
         refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))
+    if not (isinstance(cfg.pose_average, (int, float)) and 0 <= cfg.pose_average < 1):
+        refuse("pose_average", "a fraction in [0, 1) (0: off)", cfg.pose_average)
     if cfg.pose_gauge == "rig" and cfg.pose_optimizer == "camera_adam":
         raise ConfigError("--pose-gauge rig needs --pose-optimizer adam (camera_adam steps "
                           "per-camera rows only, not the shared rig motion)")
@@ -459,6 +465,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     fields = {k: v for k, v in data.items() if k in TrainConfig.__dataclass_fields__}
     if "pose_optimizer" not in data and "pose_lr" in data:  # a run from before camera_adam
         fields["pose_optimizer"] = "adam"
+    if "pose_average" not in data and "pose_lr" in data:  # a run from before pose averaging
+        fields["pose_average"] = 0.0
     if "background" in fields:
         fields["background"] = tuple(fields["background"])
     return TrainConfig(**fields, **nested)

@@ -5,7 +5,8 @@
 comes from the initial poses and intrinsics). :class:`PoseOptimizer` owns everything about the
 steps: Adam, the delay before poses move, the learning-rate schedule (linear warm-up, then
 exponential decay to ``pose_lr_final``), gradient clipping and the optional L2 prior on the
-deltas. The trainer only calls ``moving``, ``prior``, ``zero_grad`` and ``step``.
+deltas, and the tail averaging of ``pose_average`` (the last steps' running mean becomes the
+final poses). The trainer only calls ``moving``, ``prior``, ``zero_grad`` and ``step``.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class PoseOptimizer:
             warmup = cfg.pose_lr_warmup
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, lambda k: pose_lr_factor(k, warmup, decay, ratio))
+        self.averager = None
+        if self.params and cfg.pose_average > 0:
+            self.averager = _TailAverage(self.params, cfg.num_iters, cfg.pose_opt_delay,
+                                         cfg.pose_average)
 
     @property
     def active(self) -> bool:
@@ -132,6 +137,8 @@ class PoseOptimizer:
         self.scheduler.step()
         if self.gauge is not None:
             self.gauge.apply()
+        if self.averager is not None:
+            self.averager.after_step(step)
 
     @property
     def lr(self) -> float | None:
@@ -140,7 +147,8 @@ class PoseOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """``{"pose_optimizer", "pose_scheduler"}`` (None when nothing is learned)."""
         return {"pose_optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "pose_scheduler": _scheduler_state(self.scheduler)}
+                "pose_scheduler": _scheduler_state(self.scheduler),
+                "pose_average": self.averager.state_dict() if self.averager else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (also a checkpoint of the ExponentialLR era: the schedule
@@ -148,6 +156,8 @@ class PoseOptimizer:
         if self.optimizer is None or state.get("pose_optimizer") is None:
             return
         self.optimizer.load_state_dict(state["pose_optimizer"])
+        if self.averager is not None:
+            self.averager.load_state_dict(state.get("pose_average"))
         sched = state.get("pose_scheduler") or {}
         if "last_epoch" in sched:
             self.scheduler.last_epoch = int(sched["last_epoch"])
@@ -156,6 +166,54 @@ class PoseOptimizer:
             for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                        self.scheduler.lr_lambdas):
                 group["lr"] = base * fn(k)
+
+
+class _TailAverage:
+    """Polyak averaging of the last pose steps: from (0-based) step ``start`` on, a running mean
+    (float64) of the pose parameters after each step; the last step ends by writing that mean
+    into the parameters, so the final poses, checkpoint and metrics all hold it.
+
+    Why: near the end the poses no longer converge but jitter about the optimum, driven by the
+    gradient noise of a few dozen rays per camera (Adam moves about ``lr`` per step whatever the
+    gradient's size). The mean of that walk lies closer to the optimum than its last point
+    (BENCHMARKS.md, "pose averaging").
+    """
+
+    def __init__(self, params: list[torch.Tensor], num_iters: int, delay: int,
+                 fraction: float) -> None:
+        pose_steps = max(num_iters - delay, 1)
+        self.params, self.last = params, num_iters - 1
+        self.start = num_iters - max(1, round(fraction * pose_steps))
+        self.mean: list[torch.Tensor] | None = None
+        self.count = 0
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        if step < self.start:
+            return
+        self.count += 1
+        if self.mean is None:
+            self.mean = [p.detach().double().clone() for p in self.params]
+        else:
+            for mean, p in zip(self.mean, self.params):
+                mean.add_(p.detach().double() - mean, alpha=1.0 / self.count)
+        if step == self.last:
+            for mean, p in zip(self.mean, self.params):
+                p.copy_(mean.to(p.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": None if self.mean is None else
+                [m.clone() for m in self.mean]}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """A checkpoint without averaging state (saved before averaging began, or by a run
+        without it) starts the mean afresh."""
+        if not state or state.get("mean") is None:
+            self.mean, self.count = None, 0
+            return
+        device = self.params[0].device
+        self.mean = [m.to(device=device, dtype=torch.float64).clone() for m in state["mean"]]
+        self.count = int(state["count"])
 
 
 def _scheduler_state(scheduler) -> dict[str, Any] | None:
