@@ -120,8 +120,10 @@ def test_no_learn_rotation_keeps_rotations_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    overrides = dict(num_iters=60, val_every=30, pose_opt_delay=10, experiment_name=None)
+@pytest.mark.parametrize("pose_average", [0.0, 0.8])  # 0.8: the stop at 30 is mid-average
+def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average):
+    overrides = dict(num_iters=60, val_every=30, pose_opt_delay=10, experiment_name=None,
+                     pose_average=pose_average)
     whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
     first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=30, **overrides))
     assert first["metrics"] is None
@@ -143,6 +145,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         steps_b = [float(v["step"]) for v in cb[opt]["state"].values()]
         assert steps_a == steps_b, opt
     assert ca["pose_scheduler"]["last_epoch"] == cb["pose_scheduler"]["last_epoch"]
+    if pose_average:
+        assert ca["pose_average"]["count"] == cb["pose_average"]["count"] == 40
     assert [h["step"] for h in resumed["history"]] == [h["step"] for h in whole["history"]]
 
 

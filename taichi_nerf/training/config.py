@@ -167,6 +167,9 @@ class TrainConfig:
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
     from --pose-opt-delay (0: all parts move together)."""
+    translation_delay: int = 0
+    """Steps before the camera positions start to move (the rotations move from
+    --pose-opt-delay; 0: together). Not with a --pose-preconditioning latent."""
     pose_gauge: Literal["free", "centres", "fixed", "rig"] | None = None
     """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
     free: as part of each camera's delta; centres: the rigid motion fitted to the camera centres'
@@ -389,7 +392,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
                 "eval.num_test_views", "vanilla.skip"}
     minimums = (
         (0, ("rotation_noise", "translation_noise", "translation_noise_pct", "pose_opt_delay",
-             "pose_lr_warmup", "orbit_delay", "pose_grad_clip", "field_grad_clip", "pose_prior",
+             "pose_lr_warmup", "orbit_delay", "translation_delay", "pose_grad_clip", "field_grad_clip", "pose_prior",
              "camp_damping", "keep_checkpoints", "ngp.c2f_min_levels", "ngp.target_samples",
              "vanilla.num_fine", "vanilla.pos_freqs", "vanilla.dir_freqs", "vanilla.skip",
              "eval.refine_steps")),

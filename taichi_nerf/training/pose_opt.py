@@ -83,6 +83,7 @@ class PoseOptimizer:
             cfg.pose_prior
         self.orbit_delay = cfg.orbit_delay if pose_params.preconditioned and \
             cfg.pose_preconditioning in ("orbit", "pivot") else 0
+        self.translation_delay = 0 if pose_params.preconditioned else cfg.translation_delay
         self.optimizer = self.scheduler = None
         if self.params:
             rig = [p for name, p in pose_params.named_parameters() if name == "rig_motion"]
@@ -131,6 +132,10 @@ class PoseOptimizer:
             return
         if step < self.orbit_delay and self.pose_params.latent.grad is not None:
             self.pose_params.latent.grad[:, :2] = 0  # the orbit turns wait (Adam: exactly still)
+        if step < self.translation_delay:
+            for name, p in self.pose_params.named_parameters():
+                if name == "translation_delta" and p.grad is not None:
+                    p.grad.zero_()  # positions wait (Adam: exactly still; camera_adam: ~1e-8)
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
