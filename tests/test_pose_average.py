@@ -52,3 +52,32 @@ def test_pose_average_must_be_a_fraction():
 
     with pytest.raises(ConfigError, match="--pose-average must be a fraction"):
         resolve_config(TrainConfig(pose_average=1.0), torch.device("cpu"), image_width=32)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "camera_adam"])
+def test_translation_delay_keeps_positions_still_while_rotations_move(optimizer):
+    from taichi_nerf.data.demo import demo_camera_poses
+    from taichi_nerf.poses import CameraPoseParameters
+    from taichi_nerf.training.config import TrainConfig, resolve_config
+    from taichi_nerf.training.pose_opt import PoseOptimizer
+
+    cfg = resolve_config(TrainConfig(translation_delay=6, pose_opt_delay=2, num_iters=20,
+                                     pose_optimizer=optimizer, device="cpu"),
+                         torch.device("cpu"), image_width=32)
+    poses = torch.as_tensor(demo_camera_poses("train", 8), dtype=torch.float32)[:, :3]
+    params = CameraPoseParameters(poses)
+    opt = PoseOptimizer(params, cfg)
+    target = torch.randn(8, 3, 4, generator=torch.Generator().manual_seed(
+        int(torch.randint(0, 2**31, ()))))
+    first_rotation_step = None
+    for step in range(10):
+        opt.zero_grad()
+        (params() * target).sum().backward()
+        opt.step(step)
+        omega, delta_t = (d.detach().abs().max().item() for d in params.deltas())
+        if omega > 0 and first_rotation_step is None:
+            first_rotation_step = step
+        if step < 6:
+            assert delta_t <= (0.0 if optimizer == "adam" else 1e-6), (step, delta_t)
+    assert first_rotation_step == 2  # rotations move from --pose-opt-delay
+    assert params.deltas()[1].detach().abs().max() > 1e-4  # positions move after the delay
