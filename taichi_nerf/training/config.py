@@ -167,9 +167,11 @@ class TrainConfig:
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
     from --pose-opt-delay (0: all parts move together)."""
-    translation_delay: int = 0
+    translation_delay: int | None = None
     """Steps before the camera positions start to move (the rotations move from
-    --pose-opt-delay; 0: together). Not with a --pose-preconditioning latent."""
+    --pose-opt-delay). Default: half the steps with --init-mode clean (given poses: positions
+    wait until the field is sharp, which drifts less; BENCHMARKS.md), 0 with noisy. Not with a
+    --pose-preconditioning latent."""
     pose_gauge: Literal["free", "centres", "fixed", "rig"] | None = None
     """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
     free: as part of each camera's delta; centres: the rigid motion fitted to the camera centres'
@@ -290,6 +292,7 @@ def preset_help() -> str:
         values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
         lines.append(f"  {name}: " + ", ".join(values))
     lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
+    lines.append("  translation_delay: num_iters // 2 with init_mode clean, else 0")
     return "\n".join(lines)
 
 
@@ -364,6 +367,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     cfg.pose_mode = _pose_mode(cfg)
     if cfg.init_mode is None:
         cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
+    if cfg.translation_delay is None:
+        cfg.translation_delay = cfg.num_iters // 2 if cfg.init_mode == "clean" else 0
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"
@@ -470,6 +475,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         fields["pose_optimizer"] = "adam"
     if "pose_average" not in data and "pose_lr" in data:  # a run from before pose averaging
         fields["pose_average"] = 0.0
+    if "translation_delay" not in data and "pose_lr" in data:  # before the translation delay
+        fields["translation_delay"] = 0
     if "background" in fields:
         fields["background"] = tuple(fields["background"])
     return TrainConfig(**fields, **nested)
