@@ -105,12 +105,12 @@ def test_cli_has_every_flag_of_the_spec(capsys):
         assert name in text, name
 
 
-def test_translation_delay_defaults_to_half_the_steps_for_given_poses():
+def test_translation_delay_defaults_to_three_quarters_of_the_steps_for_given_poses():
     clean = resolve_config(TrainConfig(init_mode="clean", num_iters=300), CPU)
     noisy = resolve_config(TrainConfig(init_mode="noisy", num_iters=300), CPU)
     chosen = resolve_config(TrainConfig(init_mode="clean", num_iters=300, translation_delay=7), CPU)
     assert (clean.translation_delay, noisy.translation_delay, chosen.translation_delay) == \
-        (150, 0, 7)
+        (225, 0, 7)
     old = config_to_dict(clean)
     del old["translation_delay"]  # a run saved before the flag existed moved both at once
     assert config_from_dict(old).translation_delay == 0

@@ -169,7 +169,7 @@ class TrainConfig:
     from --pose-opt-delay (0: all parts move together)."""
     translation_delay: int | None = None
     """Steps before the camera positions start to move (the rotations move from
-    --pose-opt-delay). Default: half the steps with --init-mode clean (given poses: positions
+    --pose-opt-delay). Default: 3/4 of the steps with --init-mode clean (given poses: positions
     wait until the field is sharp, which drifts less; BENCHMARKS.md), 0 with noisy. Not with a
     --pose-preconditioning latent."""
     pose_gauge: Literal["free", "centres", "fixed", "rig"] | None = None
@@ -292,7 +292,7 @@ def preset_help() -> str:
         values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
         lines.append(f"  {name}: " + ", ".join(values))
     lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
-    lines.append("  translation_delay: num_iters // 2 with init_mode clean, else 0")
+    lines.append("  translation_delay: 3 * num_iters // 4 with init_mode clean, else 0")
     return "\n".join(lines)
 
 
@@ -368,7 +368,7 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     if cfg.init_mode is None:
         cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if cfg.translation_delay is None:
-        cfg.translation_delay = cfg.num_iters // 2 if cfg.init_mode == "clean" else 0
+        cfg.translation_delay = 3 * cfg.num_iters // 4 if cfg.init_mode == "clean" else 0
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"
