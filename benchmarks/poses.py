@@ -64,7 +64,8 @@ KEYS = ("rotation_error_mean", "rotation_error_median", "rotation_error_px_mean"
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
-    """``name`` from :data:`SETTINGS`, optionally ``+key=value`` extras (``camp+pose_lr=0.3``)."""
+    """``name`` from :data:`SETTINGS`, optionally ``+key=value`` extras
+    (``camp+pose_lr=0.3``; a tuple as ``ngp.coarse_to_fine=0:1500``)."""
     name, *extras = text.split("+")
     if name not in SETTINGS:
         raise SystemExit(f"error: unknown setting {name!r}; choose from {sorted(SETTINGS)}")
@@ -79,8 +80,8 @@ def _value(text: str) -> Any:
     if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "centres",
                 "camera_adam", "adam", "fixed", "rig"):
         return text
-    if "," in text:
-        return tuple(_value(v) for v in text.split(","))
+    if ":" in text:  # a tuple, e.g. ngp.coarse_to_fine=0:1500 ("," separates settings)
+        return tuple(_value(v) for v in text.split(":"))
     try:
         return int(text)
     except ValueError:
