@@ -334,6 +334,8 @@ class CameraPoseParameters(nn.Module):
         if "rig_basis" in self._buffers:
             basis = self.rig_basis if indices is None else self.rig_basis[indices]
             delta = delta + (basis @ self.rig_motion[:, None])[..., 0]
+        if "common_shift" in self._parameters:
+            return delta[..., :3], delta[..., 3:] + self.common_shift
         return delta[..., :3], delta[..., 3:]
 
     def add_rig_motion(self, rig_basis: torch.Tensor) -> None:
@@ -348,13 +350,22 @@ class CameraPoseParameters(nn.Module):
         self.register_buffer("rig_basis", rig_basis.to(self.initial_poses))
         self.register_parameter("rig_motion", nn.Parameter(self.initial_poses.new_zeros(6)))
 
+    def add_common_shift(self) -> None:
+        """Add one shift shared by every camera centre, ``common_shift [3]`` (a Parameter, scene
+        units, zero at start): ``t_i = t0_i + delta_t_i + common_shift``. Its gradient sums over
+        the whole batch, so when the field drifts as a whole the centres follow it at once
+        instead of each camera turning to keep the object in view."""
+        self.register_parameter("common_shift", nn.Parameter(self.initial_poses.new_zeros(3)))
+
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> CameraPoseParameters:
-        """The module a ``state_dict()`` came from (plain, CamP latent, or with a rig motion),
-        loaded with it: how saved runs are read back."""
+        """The module a ``state_dict()`` came from (plain, CamP latent, with a rig motion or a
+        common shift), loaded with it: how saved runs are read back."""
         module = cls(state["initial_poses"], preconditioner=state.get("preconditioner"))
         if "rig_basis" in state:
             module.add_rig_motion(state["rig_basis"])
+        if "common_shift" in state:
+            module.add_common_shift()
         module.load_state_dict(state)
         return module
 

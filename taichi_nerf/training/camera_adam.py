@@ -23,7 +23,8 @@ __all__ = ["CameraAdam"]
 
 class CameraAdam(torch.optim.Optimizer):
     """Adam over ``[N, k]`` parameters that share their first axis (one row per camera), with a
-    full ``[K, K]`` second moment per row (``K`` = the summed ``k``).
+    full ``[K, K]`` second moment per row (``K`` = the summed ``k``); a ``[k]`` parameter (one
+    shared by every camera) is one row of its own group.
 
     Args:
         params: the pose parameters, e.g. ``rotation_delta [N, 3]`` and
@@ -37,10 +38,10 @@ class CameraAdam(torch.optim.Optimizer):
                  eps: float = 1e-8) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         for group in self.param_groups:
-            rows = {p.shape[0] for p in group["params"]}
-            if len(rows) != 1 or any(p.dim() != 2 for p in group["params"]):
-                raise ValueError("CameraAdam needs [N, k] parameters with one common N, got "
-                                 f"{[list(p.shape) for p in group['params']]}")
+            rows = {_rows(p) for p in group["params"]}
+            if len(rows) != 1 or any(p.dim() not in (1, 2) for p in group["params"]):
+                raise ValueError("CameraAdam needs [N, k] parameters with one common N (or [k] "
+                                 f"ones: one row), got {[list(p.shape) for p in group['params']]}")
 
     def load_state_dict(self, state_dict) -> None:
         """As torch's, but the moments stay float64 (torch would cast them to the parameters'
@@ -59,7 +60,7 @@ class CameraAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             params = group["params"]
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            g = torch.cat(grads, -1).double()  # [N, K]
+            g = torch.cat([v.reshape(_rows(v), -1) for v in grads], -1).double()  # [N, K]
             state = self.state[params[0]]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float64)
@@ -79,7 +80,13 @@ class CameraAdam(torch.optim.Optimizer):
             update = (vectors @ (scale[..., None] * whitened))[..., 0]
             start = 0
             for p in params:
-                k = p.shape[1]
-                p.add_(update[:, start:start + k].to(p.dtype), alpha=-group["lr"])
+                k = p.numel() // _rows(p)
+                p.add_(update[:, start:start + k].reshape(p.shape).to(p.dtype),
+                       alpha=-group["lr"])
                 start += k
         return loss
+
+
+def _rows(p: torch.Tensor) -> int:
+    """Cameras a parameter holds rows for: ``N`` of ``[N, k]``, 1 for a shared ``[k]``."""
+    return p.shape[0] if p.dim() == 2 else 1

@@ -172,12 +172,15 @@ class TrainConfig:
     --pose-opt-delay). Default: 3/4 of the steps with --init-mode clean (given poses: positions
     wait until the field is sharp, which drifts less; BENCHMARKS.md), 0 with noisy. Not with a
     --pose-preconditioning latent."""
-    pose_gauge: Literal["free", "centres", "fixed", "rig"] | None = None
+    pose_gauge: Literal["free", "shift", "centres", "fixed", "rig"] | None = None
     """How the rig's global rigid motion (which the images hardly see: the gauge) is learned.
-    free: as part of each camera's delta; centres: the rigid motion fitted to the camera centres'
-    moves is removed after every pose step (any parameterisation); fixed: the same, fitted in
-    CamP's whitened metric (needs camp); rig: removed from the per-camera deltas and learned as one
-    shared motion of the whole rig (plain Adam at --rig-lr)."""
+    free: as part of each camera's delta; shift: free, plus one shift of every camera centre
+    learned from the whole batch (at the pose lr, not delayed by --translation-delay), so a drift
+    of the field as a whole is followed by the positions, not by turning the cameras; centres: the
+    rigid motion fitted to the camera centres' moves is removed after every pose step (any
+    parameterisation); fixed: the same, fitted in CamP's whitened metric (needs camp); rig:
+    removed from the per-camera deltas and learned as one shared motion of the whole rig (plain
+    Adam at --rig-lr)."""
     rig_lr: float = 3e-3
     """Learning rate of the shared rig motion (pose_gauge=rig; radians, and rig radii)."""
     camp_damping: float = 0.1

@@ -78,6 +78,8 @@ class PoseOptimizer:
             self.gauge = _CentreGauge(pose_params, scene_aabb)
         elif cfg.pose_gauge in ("fixed", "rig") and cfg.pose_mode == "both":
             self.gauge = _Gauge(pose_params, scene_aabb, rig=cfg.pose_gauge == "rig")
+        elif cfg.pose_gauge == "shift" and cfg.pose_mode in ("both", "translation"):
+            pose_params.add_common_shift()  # (before a checkpoint's state is loaded into it)
         self.params = [p for p in pose_params.parameters() if p.requires_grad]
         self.delay, self.clip, self.prior_weight = cfg.pose_opt_delay, cfg.pose_grad_clip, \
             cfg.pose_prior
@@ -86,10 +88,13 @@ class PoseOptimizer:
         self.translation_delay = 0 if pose_params.preconditioned else cfg.translation_delay
         self.optimizer = self.scheduler = None
         if self.params:
-            rig = [p for name, p in pose_params.named_parameters() if name == "rig_motion"]
-            groups = [{"params": [p for p in self.params if all(p is not r for r in rig)]}]
-            if rig:  # the shared rig motion steps in radians, at the unpreconditioned rate
-                groups.append({"params": rig, "lr": cfg.rig_lr})
+            named = dict(pose_params.named_parameters())
+            rig, shift = named.get("rig_motion"), named.get("common_shift")
+            groups = [{"params": [p for p in self.params if p is not rig and p is not shift]}]
+            if rig is not None:  # the shared rig motion steps in radians, unpreconditioned rate
+                groups.append({"params": [rig], "lr": cfg.rig_lr})
+            if shift is not None:  # shared by every camera: a group (a row) of its own
+                groups.append({"params": [shift]})
             if cfg.pose_optimizer == "camera_adam":  # (config refuses it with the rig gauge)
                 from taichi_nerf.training.camera_adam import CameraAdam
 
