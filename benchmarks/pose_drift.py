@@ -10,7 +10,8 @@ Two modes:
   roll). A field at the truth gives no pose gradient on average, so what the poses do here is
   the noise floor of the optimiser plus any drift the joint problem prefers.
 - ``bins``: for finished runs (``final_poses.pt``), the residual turn and shift in camera axes
-  after the Sim(3) of the centres, averaged over six bands of camera elevation.
+  after the Sim(3) of the centres, averaged over six bands of camera elevation, and how much of
+  the turns one shift of the whole field (each camera turned to follow it) explains.
 
 Example (CPU, the dev VM's figures in BENCHMARKS.md)::
 
@@ -106,11 +107,33 @@ def bins(run_dirs: list[str]) -> list[dict]:
                           "yaw_deg": float(turn[part, 1].mean()),
                           "shift_up": float(shift[part, 1].mean()),
                           "shift_back": float(shift[part, 2].mean())})
-        rows.append({"run": str(path.parent), "bands": bands})
+        rows.append({"run": str(path.parent), "bands": bands,
+                     "field_shift_fit": _field_shift_fit(aligned, turn)})
         print(path.parent.name, " | ".join(
             f"e{b['elevation_deg']:.0f}: pitch {b['pitch_deg']:+.3f} up {b['shift_up']:+.4f}"
             for b in bands), flush=True)
+        fit = rows[-1]["field_shift_fit"]
+        shift_d = [round(v, 4) for v in fit["both"]["solution"][:3]]
+        print(f"  field shift explains {fit['shift']['explained']:.2f}, with a common turn "
+              f"{fit['both']['explained']:.2f} (d = {shift_d})")
     return rows
+
+
+def _field_shift_fit(aligned: torch.Tensor, turn_deg: torch.Tensor) -> dict:
+    """How much of the residual pitch and yaw one shift ``d`` of the field as a whole explains
+    (each camera turned to keep the shifted object in view: pitch ``(R^T d)_y / r``, yaw
+    ``-(R^T d)_x / r``), with and without a common turn ``(a, b)`` in camera axes."""
+    rot, dist = aligned[:, :, :3], aligned[:, :, 3].norm(dim=-1, keepdim=True)
+    y = torch.deg2rad(torch.cat([turn_deg[:, 0], turn_deg[:, 1]]))
+    n, one, zero = len(dist), torch.ones_like(dist), torch.zeros_like(dist)
+    a = torch.cat([torch.cat([rot[:, :, 1] / dist, one, zero], -1),
+                   torch.cat([-rot[:, :, 0] / dist, zero, one], -1)])  # [2n, 5]
+    out = {"rms_turn_deg": math.degrees(float(y.square().mean().sqrt())), "cameras": n}
+    for name, cols in (("common_turn", [3, 4]), ("shift", [0, 1, 2]), ("both", list(range(5)))):
+        sol = torch.linalg.lstsq(a[:, cols], y[:, None]).solution[:, 0]
+        left = (a[:, cols] @ sol - y).square().sum() / y.square().sum()
+        out[name] = {"explained": float(1 - left), "solution": sol.tolist()}
+    return out
 
 
 def main() -> None:

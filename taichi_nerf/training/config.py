@@ -400,7 +400,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
                 "eval.num_test_views", "vanilla.skip"}
     minimums = (
         (0, ("rotation_noise", "translation_noise", "translation_noise_pct", "pose_opt_delay",
-             "pose_lr_warmup", "orbit_delay", "translation_delay", "pose_grad_clip", "field_grad_clip", "pose_prior",
+             "pose_lr_warmup", "orbit_delay", "translation_delay", "pose_grad_clip",
+             "field_grad_clip", "pose_prior",
              "camp_damping", "keep_checkpoints", "ngp.c2f_min_levels", "ngp.target_samples",
              "vanilla.num_fine", "vanilla.pos_freqs", "vanilla.dir_freqs", "vanilla.skip",
              "eval.refine_steps")),
