@@ -100,29 +100,43 @@ def _forward_item(
 ):  # fmt: skip
     rows, frac = _locate(x, i, res, offset, mask, dt)
     acc = ti.Vector.zero(dt, n_features)
-    d_acc = ti.Matrix.zero(dt, n_features, 3)  # d(feature f)/d(frac_d)
+    values = ti.Matrix.zero(dt, 8, n_features)  # the corners' rows, kept for the Jacobian
     for c in ti.static(range(8)):
-        b = ti.static(_CORNER_BITS[c])
         f3 = _factors(frac, c, dt)
         w = f3[0] * f3[1] * f3[2]
         for f in ti.static(range(n_features)):
             value = table[rows[c], f]
             acc[f] += w * value
             if ti.static(need_jac):
-                # d(weight)/d(frac_d) = (+1 or -1) * product of the other two factors.
-                d_acc[f, 0] += (value if b[0] else -value) * f3[1] * f3[2]
-                d_acc[f, 1] += (value if b[1] else -value) * f3[0] * f3[2]
-                d_acc[f, 2] += (value if b[2] else -value) * f3[0] * f3[1]
+                values[c, f] = value
     for f in ti.static(range(n_features)):
         out_levels[level, i, f] = acc[f]
     if ti.static(need_jac):
-        scale = ti.cast(res, dt)
-        for d in ti.static(range(3)):
-            xd = x[i, d]
-            # Clamping to [0, 1] passes the gradient only inside (boundaries included).
-            inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
-            for f in ti.static(range(n_features)):
-                jac[level, i, f, d] = d_acc[f, d] * scale if inside else ti.cast(0.0, dt)
+        _store_jacobian(x, jac, level, i, res, frac, values, n_features, dt)
+
+
+@ti.func
+def _store_jacobian(x: ti.template(), jac: ti.template(), level, i, res, frac, values,
+                    n_features: ti.template(), dt: ti.template()):  # fmt: skip
+    """d(feature)/dx of one (level, point): along axis d, the bilinear blend over the other two
+    axes of the 4 corner differences v(b_d = 1) - v(b_d = 0), times the level's resolution
+    (12 differences and 12 multiply-adds per feature, half the work of differentiating each
+    corner's weight)."""
+    scale = ti.cast(res, dt)
+    one = ti.cast(1.0, dt)
+    for d in ti.static(range(3)):
+        a, b = ti.static((d + 1) % 3, (d + 2) % 3)
+        xd = x[i, d]
+        # Clamping to [0, 1] passes the gradient only inside (boundaries included).
+        inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
+        wa = ti.Vector([one - frac[a], frac[a]])
+        wb = ti.Vector([one - frac[b], frac[b]])
+        for f in ti.static(range(n_features)):
+            g = ti.cast(0.0, dt)
+            for ba, bb in ti.static(ti.ndrange(2, 2)):
+                lo = ti.static((ba << a) | (bb << b))  # corner index: bit k is the axis-k bit
+                g += wa[ba] * wb[bb] * (values[lo | (1 << d), f] - values[lo, f])
+            jac[level, i, f, d] = g * scale if inside else ti.cast(0.0, dt)
 
 
 @ti.kernel
