@@ -38,6 +38,24 @@ def test_ngp_preset_on_cpu_uses_the_cpu_variant_and_flags_win():
     assert cfg.pose_lr_final == pytest.approx(0.2 * preset["pose_lr_final"] / preset["pose_lr"])
 
 
+def test_clean_init_takes_the_presets_clean_pose_lr_unless_given():
+    preset = PRESETS["ngp_cpu"]
+    clean = resolve_config(TrainConfig(init_mode="clean"), CPU)
+    noisy = resolve_config(TrainConfig(init_mode="noisy"), CPU)
+    assert clean.pose_lr == preset["clean_pose_lr"] < noisy.pose_lr == preset["pose_lr"]
+    ratio = preset["pose_lr_final"] / preset["pose_lr"]
+    assert clean.pose_lr_final == pytest.approx(clean.pose_lr * ratio)
+    assert noisy.pose_lr_final == preset["pose_lr_final"]
+    given = resolve_config(TrainConfig(init_mode="clean", pose_lr=0.02, pose_lr_final=0.01), CPU)
+    assert (given.pose_lr, given.pose_lr_final) == (0.02, 0.01)
+    # a capture (poses not ground truth) is clean by default; resolving again changes nothing
+    capture = resolve_config(TrainConfig(), CPU, poses_are_ground_truth=False)
+    assert capture.pose_lr == preset["clean_pose_lr"]
+    assert resolve_config(capture, CPU) == capture
+    vanilla = resolve_config(TrainConfig(model="vanilla", init_mode="clean"), CPU)
+    assert vanilla.pose_lr == PRESETS["vanilla"]["pose_lr"]  # no clean rate: the seed's value
+
+
 def test_default_translation_noise_is_one_percent():
     cfg = resolve_config(TrainConfig(), CPU)
     assert cfg.translation_noise_pct == 1.0 and cfg.translation_noise is None

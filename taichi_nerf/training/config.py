@@ -261,14 +261,14 @@ _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_c
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam",
+        pose_optimizer="camera_adam", clean_pose_lr=1e-3,
         batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
         ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
                  target_samples=1 << 18, coarse_to_fine=(0, 0)),
     ),
     "ngp_cpu": dict(
         lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam",
+        pose_optimizer="camera_adam", clean_pose_lr=1e-3,
         batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
         ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64,
                  target_samples=1 << 15, coarse_to_fine=(0, 0)),
@@ -287,8 +287,8 @@ def preset_help() -> str:
     lines = ["Defaults of the flags shown as None (preset: ngp on CUDA, ngp_cpu when training on",
              "the CPU, vanilla with --model vanilla; under ngp --batch-size is only the first",
              "step's ray count, later steps are sized to --ngp.target-samples):"]
-    keys = ("lr", "lr_final", "pose_lr", "pose_lr_final", "pose_opt_delay", "batch_size",
-            "num_iters", "val_every", "pose_optimizer", "pose_preconditioning", "pose_gauge",
+    keys = ("lr", "lr_final", "pose_lr", "clean_pose_lr", "pose_lr_final", "pose_opt_delay",
+            "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_preconditioning", "pose_gauge",
             "sampler", "pose_average")
     for name, preset in PRESETS.items():
         values = [f"{k}={preset[k]}" for k in keys if k in preset]
@@ -296,6 +296,8 @@ def preset_help() -> str:
         lines.append(f"  {name}: " + ", ".join(values))
     lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
     lines.append("  translation_delay: 3 * num_iters // 4 with init_mode clean, else 0")
+    lines.append("  pose_lr (ngp presets): clean_pose_lr with init_mode clean (pose_lr_final in "
+                 "proportion)")
     return "\n".join(lines)
 
 
@@ -357,7 +359,7 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     cfg = dataclasses.replace(config, ngp=dataclasses.replace(config.ngp),
                               vanilla=dataclasses.replace(config.vanilla),
                               eval=dataclasses.replace(config.eval))
-    _fill(cfg, {k: v for k, v in preset.items() if k != "ngp"})
+    _fill(cfg, {k: v for k, v in preset.items() if k not in ("ngp", "clean_pose_lr")})
     _fill(cfg.ngp, PRESETS["ngp_cpu" if device.type == "cpu" else "ngp"]["ngp"])
     if config.lr is not None and config.lr_final is None:
         cfg.lr_final = cfg.lr * preset["lr_final"] / preset["lr"]
@@ -372,6 +374,11 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
         cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if cfg.translation_delay is None:
         cfg.translation_delay = 3 * cfg.num_iters // 4 if cfg.init_mode == "clean" else 0
+    if config.pose_lr is None and cfg.init_mode == "clean" and "clean_pose_lr" in preset:
+        # Given poses are about right: a smaller step drifts less from them (BENCHMARKS.md).
+        cfg.pose_lr = preset["clean_pose_lr"]
+        if config.pose_lr_final is None:
+            cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"
