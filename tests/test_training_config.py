@@ -67,6 +67,8 @@ def test_default_translation_noise_is_one_percent():
     (dict(lr=0.0), "--lr"),
     (dict(num_iters=0), "num-iters"),
     (dict(pose_opt_delay=-1), "pose-opt-delay"),
+    (dict(pose_travel_boost=0.5), "pose-travel-boost"),
+    (dict(pose_travel_boost=2.0, pose_optimizer="adam"), "pose-travel-boost needs"),
 ])
 def test_bad_combinations_are_one_line_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match) as info:

@@ -12,6 +12,13 @@ Adam's rate along a weak direction that is correlated with a strong one falls wi
 their curvatures, here it falls only with its square root; it is invariant to any rotation of a
 camera's coordinates, and like Adam it moves each whitened direction by at most about ``lr`` per
 step. With ``K = 1`` it is exactly torch's Adam.
+
+``travel_boost > 1`` adds a per-camera step multiplier in ``[1, travel_boost]`` (delta-bar-delta,
+Jacobs 1988, on windows of ``travel_window`` steps): doubled after a window whose net move of the
+row's first three columns (the rotation, when learned) points the same way as the previous
+window's (cosine > 0.7), halved when it does not (< 0.3). A camera still travelling toward a
+far optimum (a large initial error) speeds up; one jittering about its optimum, whose windows
+point anywhere, stays at about the base rate.
 """
 
 from __future__ import annotations
@@ -32,10 +39,16 @@ class CameraAdam(torch.optim.Optimizer):
         lr: step size, as Adam's.
         betas: as Adam's.
         eps: added to the square roots of ``V_i``'s eigenvalues, as Adam's ``eps``.
+        travel_boost: the largest per-camera step multiplier (1: off; see the module).
+        travel_window: steps per window of the travel test.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, travel_boost: float = 1.0, travel_window: int = 50) -> None:
+        if not (travel_boost >= 1.0 and travel_window >= 1):
+            raise ValueError(f"CameraAdam needs travel_boost >= 1 and travel_window >= 1, got "
+                             f"{travel_boost} and {travel_window}")
+        self.travel_boost, self.travel_window = float(travel_boost), int(travel_window)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         for group in self.param_groups:
             rows = {_rows(p) for p in group["params"]}
@@ -78,6 +91,8 @@ class CameraAdam(torch.optim.Optimizer):
             scale = 1.0 / (values.clamp_min(0).sqrt() + group["eps"])
             whitened = vectors.transpose(1, 2) @ m_hat[..., None]
             update = (vectors @ (scale[..., None] * whitened))[..., 0]
+            if self.travel_boost > 1:
+                update = update * self._travel_scale(state, params, t)[:, None]
             start = 0
             for p in params:
                 k = p.numel() // _rows(p)
@@ -85,6 +100,23 @@ class CameraAdam(torch.optim.Optimizer):
                        alpha=-group["lr"])
                 start += k
         return loss
+
+    def _travel_scale(self, state: dict, params: list, t: float) -> torch.Tensor:
+        """The per-row multipliers ``[N]`` (float64), updated at the end of each window."""
+        x = torch.cat([p.detach().reshape(_rows(p), -1) for p in params], -1).double()[:, :3]
+        if "travel_scale" not in state:
+            state["travel_scale"] = x.new_ones(x.shape[0])
+            state["travel_start"] = x.clone()
+            state["travel_previous"] = torch.zeros_like(x)  # zero: no window yet (cosine 0)
+        if int(t) % self.travel_window == 0:
+            move, previous = x - state["travel_start"], state["travel_previous"]
+            cosine = (move * previous).sum(-1) / (move.norm(dim=-1) * previous.norm(dim=-1)
+                                                  + 1e-300)
+            scale = state["travel_scale"]
+            scale = torch.where(cosine > 0.7, (2 * scale).clamp(max=self.travel_boost), scale)
+            state["travel_scale"] = torch.where(cosine < 0.3, (scale / 2).clamp(min=1.0), scale)
+            state["travel_previous"], state["travel_start"] = move, x.clone()
+        return state["travel_scale"]
 
 
 def _rows(p: torch.Tensor) -> int:

@@ -163,6 +163,10 @@ class TrainConfig:
     """camera_adam (the ngp presets): Adam with a full 6x6 second moment per camera, whitening
     each camera's step in the images' own metric (taichi_nerf/training/camera_adam.py); adam:
     torch's Adam on the pose parameters (the vanilla preset)."""
+    pose_travel_boost: float = 1.0
+    """camera_adam: the largest per-camera multiplier of the pose step, doubled for a camera
+    whose rotation keeps moving the same way window after window (a large error still being
+    travelled), halved back toward 1 when it jitters (1 = off; camera_adam.py)."""
     orbit_delay: int = 0
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
@@ -412,9 +416,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
              "camp_damping", "keep_checkpoints", "ngp.c2f_min_levels", "ngp.target_samples",
              "vanilla.num_fine", "vanilla.pos_freqs", "vanilla.dir_freqs", "vanilla.skip",
              "eval.refine_steps")),
-        (1, ("batch_size", "num_iters", "val_every", "num_val_views", "log_every", "downscale",
-             "stop_after", "ngp.n_levels", "ngp.n_features", "ngp.log2_table_size",
-             "ngp.base_resolution", "ngp.finest_resolution", "ngp.hidden_dim",
+        (1, ("pose_travel_boost", "batch_size", "num_iters", "val_every", "num_val_views",
+             "log_every", "downscale", "stop_after", "ngp.n_levels", "ngp.n_features",
+             "ngp.log2_table_size", "ngp.base_resolution", "ngp.finest_resolution", "ngp.hidden_dim",
              "ngp.grid_resolution", "ngp.marching_steps", "ngp.max_samples_per_ray",
              "ngp.max_batch_rays", "ngp.eval_chunk", "vanilla.num_coarse", "vanilla.width",
              "vanilla.depth", "vanilla.eval_chunk", "eval.num_test_views", "eval.refine_rays")),
@@ -456,6 +460,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
         refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))
     if not (isinstance(cfg.pose_average, (int, float)) and 0 <= cfg.pose_average < 1):
         refuse("pose_average", "a fraction in [0, 1) (0: off)", cfg.pose_average)
+    if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
+        raise ConfigError("--pose-travel-boost needs --pose-optimizer camera_adam")
     if cfg.pose_gauge == "rig" and cfg.pose_optimizer == "camera_adam":
         raise ConfigError("--pose-gauge rig needs --pose-optimizer adam (camera_adam steps "
                           "per-camera rows only, not the shared rig motion)")

@@ -98,7 +98,8 @@ class PoseOptimizer:
             if cfg.pose_optimizer == "camera_adam":  # (config refuses it with the rig gauge)
                 from taichi_nerf.training.camera_adam import CameraAdam
 
-                self.optimizer = CameraAdam(groups, lr=cfg.pose_lr)
+                self.optimizer = CameraAdam(groups, lr=cfg.pose_lr,
+                                            travel_boost=cfg.pose_travel_boost)
             else:
                 self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
             ratio = cfg.pose_lr_final / cfg.pose_lr
