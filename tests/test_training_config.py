@@ -56,6 +56,18 @@ def test_clean_init_takes_the_presets_clean_pose_lr_unless_given():
     assert vanilla.pose_lr == PRESETS["vanilla"]["pose_lr"]  # no clean rate: the seed's value
 
 
+def test_travel_boost_comes_with_camera_adam_only():
+    assert resolve_config(TrainConfig(), CPU).pose_travel_boost == \
+        PRESETS["ngp_cpu"]["pose_travel_boost"]
+    assert resolve_config(TrainConfig(pose_optimizer="adam"), CPU).pose_travel_boost == 1.0
+    assert resolve_config(TrainConfig(model="vanilla"), CPU).pose_travel_boost == 1.0
+    assert resolve_config(TrainConfig(pose_travel_boost=2.5), CPU).pose_travel_boost == 2.5
+    # a run saved before the boost existed resumes without it
+    old = config_to_dict(resolve_config(TrainConfig(), CPU))
+    del old["pose_travel_boost"]
+    assert config_from_dict(old).pose_travel_boost == 1.0
+
+
 def test_default_translation_noise_is_one_percent():
     cfg = resolve_config(TrainConfig(), CPU)
     assert cfg.translation_noise_pct == 1.0 and cfg.translation_noise is None

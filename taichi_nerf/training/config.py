@@ -15,6 +15,12 @@ from typing import Any, Literal
 
 import torch
 
+from taichi_nerf.training.presets import PRESETS, preset_help, preset_name
+
+__all__ = ["PRESETS", "ConfigError", "EvalConfig", "NGPConfig", "TrainConfig", "VanillaConfig",
+           "config_from_dict", "config_to_dict", "experiment_name", "preset_help", "preset_name",
+           "resolve_config", "resolve_device"]
+
 
 class ConfigError(ValueError):
     """A user-caused configuration problem; the message is one line naming the fix."""
@@ -163,7 +169,7 @@ class TrainConfig:
     """camera_adam (the ngp presets): Adam with a full 6x6 second moment per camera, whitening
     each camera's step in the images' own metric (taichi_nerf/training/camera_adam.py); adam:
     torch's Adam on the pose parameters (the vanilla preset)."""
-    pose_travel_boost: float = 1.0
+    pose_travel_boost: float | None = None
     """camera_adam: the largest per-camera multiplier of the pose step, doubled for a camera
     whose rotation keeps moving the same way window after window (a large error still being
     travelled), halved back toward 1 when it jitters (1 = off; camera_adam.py)."""
@@ -255,56 +261,6 @@ class TrainConfig:
     """Evaluation after training."""
 
 
-# Presets: values measured on the demo scene and lego (see README "Training defaults" and
-# BENCHMARKS.md "Pose accuracy": camera_adam with the pose lr decaying 30x halves the main job's
-# aligned rotation error, 0.412 -> 0.179 deg; CamP, orbit latents and per-camera sampling stay
-# options, see the tables there).
-# "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
-_POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
-                      sampler="uniform", pose_gauge="free", pose_average=0.0)
-PRESETS: dict[str, dict[str, Any]] = {
-    "ngp": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam", clean_pose_lr=1e-3,
-        batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
-        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
-                 target_samples=1 << 18, coarse_to_fine=(0, 0)),
-    ),
-    "ngp_cpu": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam", clean_pose_lr=1e-3,
-        batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
-        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64,
-                 target_samples=1 << 15, coarse_to_fine=(0, 0)),
-    ),
-    # The seed's values.
-    "vanilla": dict(
-        lr=5e-4, lr_final=5e-5, pose_lr=1e-4, pose_lr_final=1e-6, pose_opt_delay=1000,
-        pose_optimizer="adam",
-        batch_size=1024, num_iters=50000, val_every=2500, **_POSE_DEFAULTS,
-    ),
-}
-
-
-def preset_help() -> str:
-    """The presets' values as ``--help`` text: what a flag shown as ``None`` really defaults to."""
-    lines = ["Defaults of the flags shown as None (preset: ngp on CUDA, ngp_cpu when training on",
-             "the CPU, vanilla with --model vanilla; under ngp --batch-size is only the first",
-             "step's ray count, later steps are sized to --ngp.target-samples):"]
-    keys = ("lr", "lr_final", "pose_lr", "clean_pose_lr", "pose_lr_final", "pose_opt_delay",
-            "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_preconditioning", "pose_gauge",
-            "sampler", "pose_average")
-    for name, preset in PRESETS.items():
-        values = [f"{k}={preset[k]}" for k in keys if k in preset]
-        values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
-        lines.append(f"  {name}: " + ", ".join(values))
-    lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
-    lines.append("  translation_delay: 3 * num_iters // 4 with init_mode clean, else 0")
-    lines.append("  pose_lr (ngp presets): clean_pose_lr with init_mode clean (pose_lr_final in "
-                 "proportion)")
-    return "\n".join(lines)
-
-
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without a GPU is a ConfigError."""
     if device == "auto":
@@ -314,13 +270,6 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cuda", "cpu"):
         raise ConfigError(f"--device must be cuda, cpu or auto, got {device!r}")
     return torch.device(device)
-
-
-def preset_name(model: str, device: torch.device) -> str:
-    """The preset for a model on a device (ngp on the CPU gets its CPU variant)."""
-    if model == "ngp" and device.type == "cpu":
-        return "ngp_cpu"
-    return model
 
 
 def _fill(target: Any, values: dict[str, Any]) -> None:
@@ -369,6 +318,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
         cfg.lr_final = cfg.lr * preset["lr_final"] / preset["lr"]
     if config.pose_lr is not None and config.pose_lr_final is None:
         cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
+    if config.pose_travel_boost is None and cfg.pose_optimizer != "camera_adam":
+        cfg.pose_travel_boost = 1.0  # (a camera_adam option: off for --pose-optimizer adam)
     if cfg.ngp.marching_steps is None and image_width is not None:
         cfg.ngp.marching_steps = auto_marching_steps(image_width)
     if cfg.ngp.coarse_to_fine is not None:
@@ -494,6 +445,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         fields["pose_average"] = 0.0
     if "translation_delay" not in data and "pose_lr" in data:  # before the translation delay
         fields["translation_delay"] = 0
+    if "pose_travel_boost" not in data and "pose_lr" in data:  # before the travel boost
+        fields["pose_travel_boost"] = 1.0
     if "background" in fields:
         fields["background"] = tuple(fields["background"])
     return TrainConfig(**fields, **nested)

@@ -1,0 +1,65 @@
+"""The per-model presets: what a ``None`` field of ``TrainConfig`` becomes (``resolve_config``).
+
+Values measured on the demo scene and lego (README "Training defaults and why", BENCHMARKS.md
+"Pose accuracy").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# camera_adam with the pose lr decaying 30x halved the main job's aligned rotation error, 0.412 ->
+# 0.179 deg; CamP, orbit latents and per-camera sampling stay options (tables in BENCHMARKS.md).
+# "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
+_POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
+                      sampler="uniform", pose_gauge="free", pose_average=0.0)
+PRESETS: dict[str, dict[str, Any]] = {
+    "ngp": dict(
+        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
+        pose_optimizer="camera_adam", clean_pose_lr=1e-3, pose_travel_boost=1.0,
+        batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
+        ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
+                 target_samples=1 << 18, coarse_to_fine=(0, 0)),
+    ),
+    "ngp_cpu": dict(
+        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
+        pose_optimizer="camera_adam", clean_pose_lr=1e-3, pose_travel_boost=1.0,
+        batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
+        ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64,
+                 target_samples=1 << 15, coarse_to_fine=(0, 0)),
+    ),
+    # The seed's values.
+    "vanilla": dict(
+        lr=5e-4, lr_final=5e-5, pose_lr=1e-4, pose_lr_final=1e-6, pose_opt_delay=1000,
+        pose_optimizer="adam", pose_travel_boost=1.0,
+        batch_size=1024, num_iters=50000, val_every=2500, **_POSE_DEFAULTS,
+    ),
+}
+
+
+def preset_help() -> str:
+    """The presets' values as ``--help`` text: what a flag shown as ``None`` really defaults to."""
+    lines = ["Defaults of the flags shown as None (preset: ngp on CUDA, ngp_cpu when training on",
+             "the CPU, vanilla with --model vanilla; under ngp --batch-size is only the first",
+             "step's ray count, later steps are sized to --ngp.target-samples):"]
+    keys = ("lr", "lr_final", "pose_lr", "clean_pose_lr", "pose_lr_final", "pose_opt_delay",
+            "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_travel_boost",
+            "pose_preconditioning", "pose_gauge", "sampler", "pose_average")
+    for name, preset in PRESETS.items():
+        values = [f"{k}={preset[k]}" for k in keys if k in preset]
+        values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]
+        lines.append(f"  {name}: " + ", ".join(values))
+    lines.append("  init_mode: noisy for synthetic scenes, clean (the given poses) for captures")
+    lines.append("  translation_delay: 3 * num_iters // 4 with init_mode clean, else 0")
+    lines.append("  pose_lr (ngp presets): clean_pose_lr with init_mode clean (pose_lr_final in "
+                 "proportion)")
+    return "\n".join(lines)
+
+
+def preset_name(model: str, device: torch.device) -> str:
+    """The preset for a model on a device (ngp on the CPU gets its CPU variant)."""
+    if model == "ngp" and device.type == "cpu":
+        return "ngp_cpu"
+    return model
