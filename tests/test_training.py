@@ -41,10 +41,12 @@ def _same(x, y):
 @pytest.fixture(scope="module")
 def noisy_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("noisy")
-    # 400 steps at 32 px; a constant pose lr (the presets decay it over much longer runs)
+    # 400 steps at 32 px; a constant pose lr (the presets decay it over much longer runs) and no
+    # travel boost: on top of this already large constant step it hurts here (rotation error
+    # 2.07 -> 2.49 deg with boost 4, 2.54 with 8; BENCHMARKS.md, 2026-12-03 morning)
     return train_with_pose_optimization(_config(
         tmp, init_mode="noisy", rotation_noise=3.0, translation_noise_pct=1.0, num_iters=400,
-        val_every=200, pose_lr=5e-3, pose_lr_final=5e-3))
+        val_every=200, pose_lr=5e-3, pose_lr_final=5e-3, pose_travel_boost=1.0))
 
 
 @pytest.mark.slow
