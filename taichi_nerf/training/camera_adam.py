@@ -103,19 +103,23 @@ class CameraAdam(torch.optim.Optimizer):
 
     def _travel_scale(self, state: dict, params: list, t: float) -> torch.Tensor:
         """The per-row multipliers ``[N]`` (float64), updated at the end of each window."""
-        x = torch.cat([p.detach().reshape(_rows(p), -1) for p in params], -1).double()[:, :3]
+        def rotations() -> torch.Tensor:  # (only at a window's start and end)
+            return torch.cat([p.detach().reshape(_rows(p), -1) for p in params], -1)[:, :3].double()
+
         if "travel_scale" not in state:
+            x = rotations()
             state["travel_scale"] = x.new_ones(x.shape[0])
-            state["travel_start"] = x.clone()
+            state["travel_start"] = x
             state["travel_previous"] = torch.zeros_like(x)  # zero: no window yet (cosine 0)
         if int(t) % self.travel_window == 0:
+            x = rotations()
             move, previous = x - state["travel_start"], state["travel_previous"]
             cosine = (move * previous).sum(-1) / (move.norm(dim=-1) * previous.norm(dim=-1)
                                                   + 1e-300)
             scale = state["travel_scale"]
             scale = torch.where(cosine > 0.7, (2 * scale).clamp(max=self.travel_boost), scale)
             state["travel_scale"] = torch.where(cosine < 0.3, (scale / 2).clamp(min=1.0), scale)
-            state["travel_previous"], state["travel_start"] = move, x.clone()
+            state["travel_previous"], state["travel_start"] = move, x
         return state["travel_scale"]
 
 

@@ -316,7 +316,11 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     _fill(cfg.ngp, PRESETS["ngp_cpu" if device.type == "cpu" else "ngp"]["ngp"])
     if config.lr is not None and config.lr_final is None:
         cfg.lr_final = cfg.lr * preset["lr_final"] / preset["lr"]
-    if config.pose_lr is not None and config.pose_lr_final is None:
+    if cfg.init_mode is None:
+        cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
+    if config.pose_lr is None and cfg.init_mode == "clean" and "clean_pose_lr" in preset:
+        cfg.pose_lr = preset["clean_pose_lr"]  # given poses: a smaller step drifts less
+    if cfg.pose_lr != preset["pose_lr"] and config.pose_lr_final is None:
         cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
     if config.pose_travel_boost is None and cfg.pose_optimizer != "camera_adam":
         cfg.pose_travel_boost = 1.0  # (a camera_adam option: off for --pose-optimizer adam)
@@ -325,15 +329,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     if cfg.ngp.coarse_to_fine is not None:
         cfg.ngp.coarse_to_fine = tuple(int(v) for v in cfg.ngp.coarse_to_fine)
     cfg.pose_mode = _pose_mode(cfg)
-    if cfg.init_mode is None:
-        cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if cfg.translation_delay is None:
         cfg.translation_delay = 3 * cfg.num_iters // 4 if cfg.init_mode == "clean" else 0
-    if config.pose_lr is None and cfg.init_mode == "clean" and "clean_pose_lr" in preset:
-        # Given poses are about right: a smaller step drifts less from them (BENCHMARKS.md).
-        cfg.pose_lr = preset["clean_pose_lr"]
-        if config.pose_lr_final is None:
-            cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
     if cfg.translation_noise is not None and cfg.translation_noise_pct is not None:
         raise ConfigError(
             "give either --translation-noise (scene units) or --translation-noise-pct, not both"

@@ -15,18 +15,17 @@ import torch
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
                       sampler="uniform", pose_gauge="free", pose_average=0.0)
+# Both ngp presets: learning rates, the pose optimiser and its travel boost, clean-init pose lr.
+_NGP_RATES = dict(lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
+                  pose_optimizer="camera_adam", clean_pose_lr=1e-3, pose_travel_boost=8.0)
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam", clean_pose_lr=1e-3, pose_travel_boost=8.0,
-        batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
+        **_NGP_RATES, batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
         ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
                  target_samples=1 << 18, coarse_to_fine=(0, 0)),
     ),
     "ngp_cpu": dict(
-        lr=1e-2, lr_final=1e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
-        pose_optimizer="camera_adam", clean_pose_lr=1e-3, pose_travel_boost=8.0,
-        batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
+        **_NGP_RATES, batch_size=1024, num_iters=2000, val_every=500, **_POSE_DEFAULTS,
         ngp=dict(n_levels=8, log2_table_size=16, finest_resolution=512, grid_resolution=64,
                  target_samples=1 << 15, coarse_to_fine=(0, 0)),
     ),
