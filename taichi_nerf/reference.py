@@ -21,6 +21,8 @@ twin                         mirrors
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from taichi_nerf.kernels._geometry import grid_transform, ray_aabb_bounds
@@ -36,13 +38,16 @@ __all__ = ["hash_encode", "sh_encode", "march_rays", "composite", "gather_rays"]
 _CORNERS = [((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8)]
 
 
-def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> torch.Tensor:
+def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec, *,
+                x_grad: str = "exact") -> torch.Tensor:
     """Twin of :func:`taichi_nerf.kernels.hash_grid.hash_encode` in plain torch.
 
     Args:
         x: ``[N, 3]`` points, clamped to ``[0, 1]``.
         table: ``[spec.table_size, spec.n_features]``.
         spec: grid layout.
+        x_grad: ``"smooth"``: trilinear values, the x-gradient of the cosine-weighted blend
+            (straight-through: ``w_lin(sg t) + w_cos(t) - sg(w_cos(t))``).
 
     Returns:
         ``[N, spec.n_levels * spec.n_features]``, differentiable in ``x`` and ``table``.
@@ -57,8 +62,10 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
         cell = pos.detach().floor().clamp(max=res - 1)
         frac = pos - cell
         vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
-        factor = torch.where(upper, frac[:, None, :], 1.0 - frac[:, None, :])  # [N, 8, 3]
-        weight = factor[..., 0] * factor[..., 1] * factor[..., 2]  # [N, 8]
+        weight = _trilinear(frac if x_grad == "exact" else frac.detach(), upper)  # [N, 8]
+        if x_grad == "smooth":
+            smooth = _trilinear((1.0 - torch.cos(math.pi * frac)) / 2, upper)
+            weight = weight + (smooth - smooth.detach())
         if dense:
             stride = res + 1
             row = vertex[..., 0] + stride * (vertex[..., 1] + stride * vertex[..., 2])
@@ -71,6 +78,12 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
             row = row & (2**spec.log2_table_size - 1)
         out.append((weight[..., None] * table[offset + row]).sum(dim=1))  # [N, F]
     return torch.cat(out, dim=-1)
+
+
+def _trilinear(frac: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``[N, 8]`` corner weights from the ``[N, 3]`` position in the cell."""
+    factor = torch.where(upper, frac[:, None, :], 1.0 - frac[:, None, :])  # [N, 8, 3]
+    return factor[..., 0] * factor[..., 1] * factor[..., 2]
 
 
 def sh_encode(d: torch.Tensor) -> torch.Tensor:

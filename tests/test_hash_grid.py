@@ -151,6 +151,62 @@ def test_gradient_only_where_asked(device, level_tasks, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("level_tasks", LEVEL_TASKS)
+def test_smooth_x_grad_matches_twin(device, dtype, level_tasks, monkeypatch):
+    # Straight-through: the features and the table gradient are the trilinear ones, only the
+    # x-gradient changes (to the twin's cosine-blend derivative).
+    monkeypatch.setattr(_common, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(hash_grid, "_level_tasks", lambda: level_tasks)
+    x = _random_points(2000, dtype, device).requires_grad_()
+    table = _random_table(SMALL_SPEC, dtype, device).requires_grad_()
+    out = hash_encode(x, table, SMALL_SPEC, x_grad="smooth")
+    torch.testing.assert_close(out, ref.hash_encode(x, table, SMALL_SPEC),
+                               atol=FWD_ATOL[dtype], rtol=0)  # fmt: skip
+    v = torch.randn_like(out)
+    v_x, v_table = torch.autograd.grad((out * v).sum(), [x, table])
+    out_ref = ref.hash_encode(x, table, SMALL_SPEC, x_grad="smooth")
+    v_x_ref, v_table_ref = torch.autograd.grad((out_ref * v).sum(), [x, table])
+    out_exact = ref.hash_encode(x, table, SMALL_SPEC)
+    v_x_exact, v_table_exact = torch.autograd.grad((out_exact * v).sum(), [x, table])
+    _assert_close_rel(v_table, v_table_exact, BWD_RTOL[dtype], "table gradient")
+    _assert_close_rel(v_table_ref, v_table_exact, BWD_RTOL[dtype], "twin table gradient")
+    _assert_close_rel(v_x, v_x_ref, BWD_RTOL[dtype], "smooth x gradient")
+    assert (v_x - v_x_exact).abs().max() > 0.1 * v_x_exact.abs().max()
+
+
+@pytest.mark.parametrize("x_grad", ["exact", "smooth"])
+def test_x_grad_integrates_to_the_feature_change(x_grad):
+    # Along one axis across a whole cell, on the line through the cell's centre (where the
+    # cosine weight S(1/2) = 1/2 equals the linear one), either x-gradient integrates to the
+    # change of the feature: the smooth one redistributes the slope within the cell, no more.
+    spec, dtype = SMALL_SPEC, torch.float64
+    res = spec.resolutions()[0]  # level 0 (dense); its features are output channels 0, 1
+    table = _random_table(spec, dtype, "cpu")
+    cell = torch.randint(0, res, (3,)).to(dtype)
+    n = 4000
+    t = (torch.arange(n, dtype=dtype) + 0.5) / n  # midpoint rule over the cell
+    x = ((cell + 0.5).expand(n, 3).clone())
+    x[:, 0] = cell[0] + t
+    x = (x / res).requires_grad_()
+    out = hash_encode(x, table, spec, x_grad=x_grad)
+    (v_x,) = torch.autograd.grad(out[:, 0].sum(), [x])
+    ends = (cell + 0.5).expand(2, 3).clone()
+    ends[:, 0] = cell[0] + torch.tensor([0.0, 1.0], dtype=dtype)
+    f_ends = hash_encode(ends / res, table, spec)[:, 0]
+    integral = v_x[:, 0].mean() / res
+    torch.testing.assert_close(integral, f_ends[1] - f_ends[0], atol=1e-6, rtol=0)
+
+
+def test_bad_x_grad_raises_value_error():
+    x, table = torch.rand(4, 3), _random_table(SMALL_SPEC, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="x_grad must be one of"):
+        hash_encode(x, table, SMALL_SPEC, x_grad="cosine")
+    with pytest.raises(ValueError, match="x_grad must be one of"):
+        HashGrid(SMALL_SPEC, x_grad="cosine")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_outside_points_are_clamped(device):
     table = _random_table(SMALL_SPEC, torch.float64, device)
     x = torch.tensor([[-0.5, 0.3, 1.7], [0.2, 2.0, -1e-3]], dtype=torch.float64, device=device)

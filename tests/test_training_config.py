@@ -146,3 +146,15 @@ def test_translation_delay_defaults_to_three_quarters_of_the_steps_for_given_pos
     old = config_to_dict(clean)
     del old["translation_delay"]  # a run saved before the flag existed moved both at once
     assert config_from_dict(old).translation_delay == 0
+
+
+def test_smooth_x_grad_flag_reaches_the_hash_grid():
+    from taichi_nerf.models import make_renderer
+
+    cfg = tyro.cli(TrainConfig, args=["--ngp.x-grad", "smooth", "--ngp.log2-table-size", "10"])
+    cfg = resolve_config(cfg, CPU, image_width=32)
+    assert config_from_dict(config_to_dict(cfg)).ngp.x_grad == "smooth"  # checkpoints keep it
+    renderer = make_renderer(cfg, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], 0.1, 4.0)
+    assert renderer.field.encoding.x_grad == "smooth"
+    with pytest.raises(SystemExit):
+        tyro.cli(TrainConfig, args=["--ngp.x-grad", "cosine"])

@@ -96,7 +96,8 @@ def _factors(frac, c: ti.template(), dt: ti.template()):
 @ti.func
 def _forward_item(
     x: ti.template(), table: ti.template(), out_levels: ti.template(), jac: ti.template(), level,
-    i, res, offset, mask, n_features: ti.template(), need_jac: ti.template(), dt: ti.template(),
+    i, res, offset, mask, n_features: ti.template(), need_jac: ti.template(),
+    smooth: ti.template(), dt: ti.template(),
 ):  # fmt: skip
     rows, frac = _locate(x, i, res, offset, mask, dt)
     acc = ti.Vector.zero(dt, n_features)
@@ -112,31 +113,54 @@ def _forward_item(
     for f in ti.static(range(n_features)):
         out_levels[level, i, f] = acc[f]
     if ti.static(need_jac):
-        _store_jacobian(x, jac, level, i, res, frac, values, n_features, dt)
+        _store_jacobian(x, jac, level, i, res, frac, values, n_features, smooth, dt)
+
+
+@ti.func
+def _pi(dt: ti.template()):
+    """pi in dt (a float literal would be rounded to Taichi's default f32 before a cast)."""
+    return ti.acos(ti.cast(-1.0, dt))
+
+
+@ti.func
+def _smoothstep(t, dt: ti.template()):
+    """Heo et al.'s cosine weight S(t) = (1 - cos(pi t)) / 2 (S(0) = 0, S(1) = 1, S(1-t) = 1-S(t))."""
+    return (ti.cast(1.0, dt) - ti.cos(_pi(dt) * t)) / ti.cast(2.0, dt)
 
 
 @ti.func
 def _store_jacobian(x: ti.template(), jac: ti.template(), level, i, res, frac, values,
-                    n_features: ti.template(), dt: ti.template()):  # fmt: skip
+                    n_features: ti.template(), smooth: ti.template(), dt: ti.template()):  # fmt: skip
     """d(feature)/dx of one (level, point): along axis d, the bilinear blend over the other two
     axes of the 4 corner differences v(b_d = 1) - v(b_d = 0), times the level's resolution
     (12 differences and 12 multiply-adds per feature, half the work of differentiating each
-    corner's weight)."""
+    corner's weight).
+
+    smooth: the derivative of the cosine-weighted blend instead (Heo et al., ICML 2023, a
+    straight-through gradient: the features stay trilinear): the other axes blend with S(t) and
+    the axis's own factor is S'(t) = pi/2 sin(pi t) instead of 1, so the gradient is continuous
+    across cell faces (zero on them) and averages to the trilinear one over a cell."""
     scale = ti.cast(res, dt)
     one = ti.cast(1.0, dt)
+    w3 = frac
+    if ti.static(smooth):
+        w3 = ti.Vector([_smoothstep(frac[d], dt) for d in ti.static(range(3))])
     for d in ti.static(range(3)):
         a, b = ti.static((d + 1) % 3, (d + 2) % 3)
         xd = x[i, d]
         # Clamping to [0, 1] passes the gradient only inside (boundaries included).
         inside = xd >= ti.cast(0.0, dt) and xd <= ti.cast(1.0, dt)
-        wa = ti.Vector([one - frac[a], frac[a]])
-        wb = ti.Vector([one - frac[b], frac[b]])
+        wa = ti.Vector([one - w3[a], w3[a]])
+        wb = ti.Vector([one - w3[b], w3[b]])
+        own = scale
+        if ti.static(smooth):
+            own = scale * _pi(dt) / ti.cast(2.0, dt) * ti.sin(_pi(dt) * frac[d])
         for f in ti.static(range(n_features)):
             g = ti.cast(0.0, dt)
             for ba, bb in ti.static(ti.ndrange(2, 2)):
                 lo = ti.static((ba << a) | (bb << b))  # corner index: bit k is the axis-k bit
                 g += wa[ba] * wb[bb] * (values[lo | (1 << d), f] - values[lo, f])
-            jac[level, i, f, d] = g * scale if inside else ti.cast(0.0, dt)
+            jac[level, i, f, d] = g * own if inside else ti.cast(0.0, dt)
 
 
 @ti.kernel
@@ -150,6 +174,7 @@ def _hash_forward_kernel(
     n_levels: ti.template(),
     n_features: ti.template(),
     need_jac: ti.template(),
+    smooth: ti.template(),
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
@@ -166,12 +191,12 @@ def _hash_forward_kernel(
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
             for i in range(x.shape[0]):
                 _forward_item(x, table, out_levels, jac, level, i, res, offset, mask,
-                              n_features, need_jac, dt)  # fmt: skip
+                              n_features, need_jac, smooth, dt)  # fmt: skip
     else:
         for level, i in ti.ndrange(n_levels, x.shape[0]):
             res, offset, mask = meta[level, 0], meta[level, 1], meta[level, 2]
             _forward_item(x, table, out_levels, jac, level, i, res, offset, mask, n_features,
-                          need_jac, dt)  # fmt: skip
+                          need_jac, smooth, dt)  # fmt: skip
     for i in range(x.shape[0]):
         for level in ti.static(range(n_levels)):
             for f in ti.static(range(n_features)):
@@ -269,7 +294,7 @@ def _level_tasks() -> bool:
 
 class _HashEncodeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, table, spec: HashGridSpec):
+    def forward(ctx, x, table, spec: HashGridSpec, x_grad: str):
         need_x = ctx.needs_input_grad[0]
         with record_function("taichi_nerf.hash_encode.forward"):
             x_k, table_k = _common.for_kernel(x), _common.for_kernel(table)
@@ -288,7 +313,7 @@ class _HashEncodeFunction(torch.autograd.Function):
                 _hash_forward_kernel(
                     x_k, table_k, _level_meta(spec, device), out_levels, out,
                     jac if need_x else unused, spec.n_levels, spec.n_features, bool(need_x),
-                    _level_tasks(), _common.ti_dtype(dtype),
+                    x_grad == "smooth", _level_tasks(), _common.ti_dtype(dtype),
                 )  # fmt: skip
         ctx.spec = spec
         # x for the table gradient (weights); d(features)/dx for the x-gradient.
@@ -302,10 +327,10 @@ class _HashEncodeFunction(torch.autograd.Function):
         x, jac = ctx.saved_tensors
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_table):
-            return None, None, None
+            return None, None, None, None
         with record_function("taichi_nerf.hash_encode.backward"):
             v_x, v_table = _backward(spec, x, jac, ctx.table_shape, v_out, need_x, need_table)
-        return v_x, v_table, None  # spec: not a tensor
+        return v_x, v_table, None, None  # spec, x_grad: not tensors
 
 
 def _backward(spec, x, jac, table_shape, v_out, need_x, need_table):
@@ -327,7 +352,11 @@ def _backward(spec, x, jac, table_shape, v_out, need_x, need_table):
     return v_x, v_table
 
 
-def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> torch.Tensor:
+X_GRADS = ("exact", "smooth")
+
+
+def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec, *,
+                x_grad: str = "exact") -> torch.Tensor:
     """Encode points with a multiresolution hash grid (Instant-NGP), trilinearly interpolated.
 
     Args:
@@ -338,6 +367,11 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
             float64) and device as ``x``. Level ``l`` uses rows
             ``spec.level_offsets()[l]:spec.level_offsets()[l + 1]``.
         spec: the grid layout (levels, features, table size, resolutions).
+        x_grad: ``"exact"``: the gradient in ``x`` is the derivative of the trilinear features.
+            ``"smooth"``: the derivative of the cosine-weighted blend (weights
+            ``(1 - cos(pi t)) / 2`` per axis; Heo et al., ICML 2023) is passed instead, a
+            straight-through gradient that is continuous across cell faces and averages to the
+            exact one over a cell; the features and the table gradient stay trilinear.
 
     Returns:
         ``[N, spec.n_levels * spec.n_features]`` features, level-major (level 0's F features
@@ -352,6 +386,8 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
     """
     if not isinstance(spec, HashGridSpec):
         raise ValueError(f"{_OP}: spec must be a HashGridSpec, got {type(spec).__name__}")
+    if x_grad not in X_GRADS:
+        raise ValueError(f"{_OP}: x_grad must be one of {X_GRADS}, got {x_grad!r}")
     _common.check_tensor("x", x, op=_OP, shape=(None, 3))
     _common.check_tensor("table", table, op=_OP, shape=(spec.table_size, spec.n_features))
     if table.dtype != x.dtype:
@@ -363,7 +399,7 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, spec: HashGridSpec) -> tor
         _OP, table=spec.table_size * spec.n_features, output=x.shape[0] * spec.output_dim,
         jacobian=x.shape[0] * spec.output_dim * 3 if x.requires_grad else 0,
     )
-    return _HashEncodeFunction.apply(x, table, spec)
+    return _HashEncodeFunction.apply(x, table, spec, x_grad)
 
 
 class HashGrid(nn.Module):
@@ -373,6 +409,7 @@ class HashGrid(nn.Module):
         spec: grid layout; defaults to Instant-NGP's (16 levels, F=2, T=2^19, 16..2048).
         init_scale: the table starts ``U(-init_scale, init_scale)`` (Instant-NGP: 1e-4).
         dtype: table dtype (inputs must match it).
+        x_grad: the gradient in the positions, ``"exact"`` or ``"smooth"`` (:func:`hash_encode`).
 
     ``forward(x [N, 3] in [0, 1]) -> [N, output_dim]``; gradients reach ``table`` and ``x``.
     """
@@ -383,9 +420,13 @@ class HashGrid(nn.Module):
         *,
         init_scale: float = 1e-4,
         dtype: torch.dtype = torch.float32,
+        x_grad: str = "exact",
     ):
         super().__init__()
+        if x_grad not in X_GRADS:
+            raise ValueError(f"HashGrid: x_grad must be one of {X_GRADS}, got {x_grad!r}")
         self.spec = spec if spec is not None else HashGridSpec()
+        self.x_grad = x_grad
         table = torch.empty(self.spec.table_size, self.spec.n_features, dtype=dtype)
         self.table = nn.Parameter(table.uniform_(-init_scale, init_scale))
 
@@ -395,11 +436,12 @@ class HashGrid(nn.Module):
         return self.spec.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return hash_encode(x, self.table, self.spec)
+        return hash_encode(x, self.table, self.spec, x_grad=self.x_grad)
 
     def extra_repr(self) -> str:
         s = self.spec
         return (
             f"levels={s.n_levels}, features={s.n_features}, log2_table_size={s.log2_table_size}, "
-            f"resolution={s.base_resolution}..{s.finest_resolution}, rows={s.table_size}"
+            f"resolution={s.base_resolution}..{s.finest_resolution}, rows={s.table_size}, "
+            f"x_grad={self.x_grad}"
         )

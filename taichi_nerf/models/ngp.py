@@ -64,6 +64,8 @@ class NGPField(nn.Module):
         hidden_dim: width of both MLPs; geo_feat_dim: geometry feature size (15).
         density_bias: added to the raw density before ``trunc_exp`` (nerfacc uses -1: the field
             starts nearly empty instead of a fog of density 1).
+        x_grad: the hash grid's position gradient, ``"exact"`` or ``"smooth"``
+            (:func:`taichi_nerf.kernels.hash_encode`).
 
     ``forward(positions [M,3], directions [M,3] unit) -> (sigmas [M], rgbs [M,3])``;
     ``density(positions [M,3]) -> sigmas [M]``.
@@ -72,7 +74,7 @@ class NGPField(nn.Module):
     def __init__(self, scene_aabb, *, n_levels: int = 16, n_features: int = 2,
                  log2_table_size: int = 19, base_resolution: int = 16,
                  finest_resolution: int = 2048, hidden_dim: int = 64, geo_feat_dim: int = 15,
-                 density_bias: float = -1.0):
+                 density_bias: float = -1.0, x_grad: str = "exact"):
         super().__init__()
         from taichi_nerf.kernels import HashGrid, HashGridSpec
 
@@ -82,7 +84,7 @@ class NGPField(nn.Module):
         self.spec = HashGridSpec(n_levels=n_levels, n_features=n_features,
                                  log2_table_size=log2_table_size, base_resolution=base_resolution,
                                  finest_resolution=finest_resolution)
-        self.encoding = HashGrid(self.spec)
+        self.encoding = HashGrid(self.spec, x_grad=x_grad)
         self.geo_feat_dim = geo_feat_dim
         self.density_bias = density_bias
         self.density_mlp = nn.Sequential(

@@ -54,6 +54,10 @@ class NGPConfig:
     early pose gradients are smooth; ``0 0`` (the presets) switches it off."""
     c2f_min_levels: int = 2
     """Hash levels active before the coarse-to-fine window opens."""
+    x_grad: Literal["exact", "smooth"] = "exact"
+    """The hash grid's gradient in the sample positions (what reaches the poses): ``exact``
+    (trilinear), or ``smooth``, the cosine-weighted blend's derivative (Heo et al., ICML 2023),
+    continuous across cell faces; the rendered values are the same."""
     max_samples_per_ray: int = 1024
     """Cap on samples per ray when marching."""
     target_samples: int | None = None
