@@ -87,3 +87,20 @@ def test_build_renderer():
     assert type(vanilla).__name__ == "VanillaNeRF"
     with pytest.raises(ValueError, match="unknown model"):
         build_renderer("mip", AABB, 1.0, 5.0)
+
+
+def test_smooth_l1_loss_is_mse_for_small_errors_and_linear_for_large():
+    renderer = NGPRenderer(AABB, 0.1, 4.0, smooth_l1_beta=0.05, **SMALL)
+    target = torch.rand(64, 3)
+    small = target + (torch.rand(64, 3) - 0.5) * 0.05  # |error| < beta / 2
+    loss, mse = renderer.training_loss({"rgb": small}, target)
+    torch.testing.assert_close(loss, mse)  # below beta: 0.5 e^2 / beta * (2 beta) = e^2
+    big = target.clone()
+    big[0, 0] += 0.5  # one outlier pixel
+    loss, mse = renderer.training_loss({"rgb": big}, target)
+    expected = (0.5 - 0.05 / 2) * (2 * 0.05) / target.numel()  # linear: 2 beta (|e| - beta/2)
+    torch.testing.assert_close(loss, torch.tensor(expected))
+    assert loss < 0.2 * mse  # the outlier counts linearly, not squared
+    plain = NGPRenderer(AABB, 0.1, 4.0, **SMALL)
+    loss, mse = plain.training_loss({"rgb": big}, target)
+    assert loss is mse

@@ -81,6 +81,7 @@ def test_default_translation_noise_is_one_percent():
     (dict(pose_opt_delay=-1), "pose-opt-delay"),
     (dict(pose_travel_boost=0.5), "pose-travel-boost"),
     (dict(pose_travel_boost=2.0, pose_optimizer="adam"), "pose-travel-boost needs"),
+    (dict(ngp=dataclasses.replace(TrainConfig().ngp, smooth_l1_beta=-0.1)), "smooth-l1-beta"),
 ])
 def test_bad_combinations_are_one_line_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match) as info:

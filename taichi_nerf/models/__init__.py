@@ -59,7 +59,7 @@ def make_renderer(cfg, scene_aabb, near: float, far: float) -> nn.Module:
             max_samples_per_ray=n.max_samples_per_ray,
             coarse_to_fine=n.coarse_to_fine_window(), c2f_min_levels=n.c2f_min_levels,
             x_grad=n.x_grad, target_samples=n.target_samples, max_batch_rays=n.max_batch_rays,
-            eval_chunk=n.eval_chunk, seed=cfg.seed)
+            eval_chunk=n.eval_chunk, smooth_l1_beta=n.smooth_l1_beta, seed=cfg.seed)
     v = cfg.vanilla
     return build_renderer("vanilla", scene_aabb, near, far, num_coarse=v.num_coarse,
                           num_fine=v.num_fine, pos_freqs=v.pos_freqs, dir_freqs=v.dir_freqs,

@@ -170,6 +170,8 @@ class NGPRenderer(nn.Module):
         target_samples, max_batch_rays, min_batch_rays: the training batch policy
             (:meth:`next_num_rays`; min: pose gradients need rays on many cameras).
         eval_chunk: rays per chunk when rendering whole images.
+        smooth_l1_beta: > 0: the training loss is smooth-L1 with this threshold (see
+            :meth:`training_loss`); 0: the MSE.
         **field_kwargs: :class:`NGPField` arguments.
     """
 
@@ -178,7 +180,8 @@ class NGPRenderer(nn.Module):
                  max_samples_per_ray: int = 1024, prune: bool = True, stratified: bool = True,
                  seed: int = 0, coarse_to_fine: tuple[int, int] | None = None,
                  c2f_min_levels: int = 2, target_samples: int = 0, max_batch_rays: int = 65536,
-                 min_batch_rays: int = 256, eval_chunk: int = 16384, **field_kwargs):
+                 min_batch_rays: int = 256, eval_chunk: int = 16384, smooth_l1_beta: float = 0.0,
+                 **field_kwargs):
         super().__init__()
         from taichi_nerf.kernels.marching import OccupancyGrid
 
@@ -200,6 +203,7 @@ class NGPRenderer(nn.Module):
         self.target_samples, self.eval_chunk = int(target_samples), int(eval_chunk)
         self.max_batch_rays, self.min_batch_rays = int(max_batch_rays), int(min_batch_rays)
         self._generator: torch.Generator | None = None
+        self.smooth_l1_beta = float(smooth_l1_beta)
 
     @torch.no_grad()
     def _sigma(self, positions: torch.Tensor) -> torch.Tensor:
@@ -218,8 +222,14 @@ class NGPRenderer(nn.Module):
         return torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
 
     def training_loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, mse)`` of a training batch: the photometric MSE alone."""
+        """``(loss, mse)`` of a training batch: the photometric MSE, or with ``smooth_l1_beta``
+        > 0 the smooth-L1 (Huber) loss with that threshold, times 2 beta so that errors below
+        it weigh as in the MSE (the step sizes stay comparable)."""
         mse = torch.nn.functional.mse_loss(out["rgb"], target)
+        if self.smooth_l1_beta > 0:
+            beta = self.smooth_l1_beta
+            loss = torch.nn.functional.smooth_l1_loss(out["rgb"], target, beta=beta) * (2 * beta)
+            return loss, mse
         return mse, mse
 
     def next_num_rays(self, num_rays: int, out: dict) -> int:

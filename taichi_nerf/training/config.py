@@ -58,6 +58,9 @@ class NGPConfig:
     """The hash grid's gradient in the sample positions (what reaches the poses): ``exact``
     (trilinear), or ``smooth``, the cosine-weighted blend's derivative (Heo et al., ICML 2023),
     continuous across cell faces; the rendered values are the same."""
+    smooth_l1_beta: float = 0.0
+    """> 0: train on the smooth-L1 (Huber) photometric loss with this threshold (colours in
+    [0, 1]; errors above it count linearly, so outlier pixels pull less); 0: the MSE."""
     max_samples_per_ray: int = 1024
     """Cap on samples per ray when marching."""
     target_samples: int | None = None
@@ -410,6 +413,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
     c2f = cfg.ngp.coarse_to_fine
     if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
         refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))
+    if not (isinstance(cfg.ngp.smooth_l1_beta, (int, float)) and 0 <= cfg.ngp.smooth_l1_beta <= 1):
+        refuse("ngp.smooth_l1_beta", "a threshold in [0, 1] (0: the MSE)", cfg.ngp.smooth_l1_beta)
     if not (isinstance(cfg.pose_average, (int, float)) and 0 <= cfg.pose_average < 1):
         refuse("pose_average", "a fraction in [0, 1) (0: off)", cfg.pose_average)
     if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
