@@ -56,6 +56,19 @@ def test_clean_init_takes_the_presets_clean_pose_lr_unless_given():
     assert vanilla.pose_lr == PRESETS["vanilla"]["pose_lr"]  # no clean rate: the seed's value
 
 
+def test_clean_init_poses_wait_a_quarter_of_the_steps_unless_given():
+    frac = PRESETS["ngp_cpu"]["clean_pose_delay_frac"]
+    clean = resolve_config(TrainConfig(init_mode="clean", num_iters=800), CPU)
+    assert clean.pose_opt_delay == int(frac * 800) > PRESETS["ngp_cpu"]["pose_opt_delay"]
+    noisy = resolve_config(TrainConfig(init_mode="noisy", num_iters=800), CPU)
+    assert noisy.pose_opt_delay == PRESETS["ngp_cpu"]["pose_opt_delay"]
+    given = resolve_config(TrainConfig(init_mode="clean", pose_opt_delay=7), CPU)
+    assert given.pose_opt_delay == 7
+    assert resolve_config(clean, CPU) == clean  # resolving again changes nothing
+    vanilla = resolve_config(TrainConfig(model="vanilla", init_mode="clean"), CPU)
+    assert vanilla.pose_opt_delay == PRESETS["vanilla"]["pose_opt_delay"]
+
+
 def test_travel_boost_comes_with_camera_adam_only():
     assert resolve_config(TrainConfig(), CPU).pose_travel_boost == \
         PRESETS["ngp_cpu"]["pose_travel_boost"]

@@ -157,7 +157,9 @@ class TrainConfig:
     pose_lr_warmup: int | None = None
     """Steps of linear learning-rate warm-up once the poses start moving."""
     pose_opt_delay: int | None = None
-    """Steps before the poses start to move (the field first learns a rough scene)."""
+    """Steps before the poses start to move (the field first learns a rough scene). Default:
+    the preset's, and with --init-mode clean under the ngp presets 1/4 of the steps (given poses
+    drift less when they wait for a sharper field; BENCHMARKS.md)."""
     learn_rotation: bool = True
     """Optimise the camera rotations."""
     learn_translation: bool = True
@@ -319,7 +321,8 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
     cfg = dataclasses.replace(config, ngp=dataclasses.replace(config.ngp),
                               vanilla=dataclasses.replace(config.vanilla),
                               eval=dataclasses.replace(config.eval))
-    _fill(cfg, {k: v for k, v in preset.items() if k not in ("ngp", "clean_pose_lr")})
+    _fill(cfg, {k: v for k, v in preset.items()
+                if k not in ("ngp", "clean_pose_lr", "clean_pose_delay_frac")})
     _fill(cfg.ngp, PRESETS["ngp_cpu" if device.type == "cpu" else "ngp"]["ngp"])
     if config.lr is not None and config.lr_final is None:
         cfg.lr_final = cfg.lr * preset["lr_final"] / preset["lr"]
@@ -327,6 +330,9 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
         cfg.init_mode = "noisy" if poses_are_ground_truth else "clean"
     if config.pose_lr is None and cfg.init_mode == "clean" and "clean_pose_lr" in preset:
         cfg.pose_lr = preset["clean_pose_lr"]  # given poses: a smaller step drifts less
+    if config.pose_opt_delay is None and cfg.init_mode == "clean" and \
+            "clean_pose_delay_frac" in preset:  # given poses: they wait for a sharper field
+        cfg.pose_opt_delay = int(preset["clean_pose_delay_frac"] * cfg.num_iters)
     if cfg.pose_lr != preset["pose_lr"] and config.pose_lr_final is None:
         cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
     if config.pose_travel_boost is None and cfg.pose_optimizer != "camera_adam":
