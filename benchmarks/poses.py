@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -161,12 +162,28 @@ def environment(device: str) -> dict[str, Any]:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+def to_json(data: dict[str, Any]) -> str:
+    """``data`` as indented JSON, but each row's history entry on one line with its floats to 6
+    significant digits: the per-step history is most of a results file (at one key per line it
+    took the demo's file past 2 MiB)."""
+    entries: list[str] = []
+
+    def compact(h: dict[str, Any]) -> str:
+        entries.append(json.dumps({k: float(f"{v:.6g}") if isinstance(v, float) else v
+                                   for k, v in h.items()}, separators=(",", ":"), default=str))
+        return f"@history-{len(entries) - 1}@"
+
+    rows = [{**r, "history": [compact(h) for h in r["history"]]} if "history" in r else r
+            for r in data.get("rows", [])]
+    text = json.dumps({**data, "rows": rows}, indent=2, default=str)
+    return re.sub(r'"@history-(\d+)@"', lambda m: entries[int(m.group(1))], text) + "\n"
+
+
 def save(path: Path, rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
     names = {r["name"] for r in rows}
     merged = [r for r in old["rows"] if r["name"] not in names] + rows
-    path.write_text(json.dumps({"benchmark": "poses", "environment": env, "rows": merged},
-                               indent=2, default=str) + "\n")
+    path.write_text(to_json({"benchmark": "poses", "environment": env, "rows": merged}))
 
 
 def current_protocol(row: dict[str, Any], args) -> None:
@@ -194,7 +211,7 @@ def rescore(json_path: Path, args) -> list[dict[str, Any]]:
             row.update(refined_psnr(row["run_dir"], args.refine_views, args.device))
             print(f"[poses] {row['name']}: PSNR {row['test_psnr_views']:.2f} -> refined "
                   f"{row['test_psnr_refined']:.2f} ({args.refine_views} views)", flush=True)
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    json_path.write_text(to_json(data))
     return data["rows"]
 
 
