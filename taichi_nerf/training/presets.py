@@ -30,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ngp=dict(n_levels=16, log2_table_size=19, finest_resolution=2048, grid_resolution=128,
                  target_samples=1 << 18, coarse_to_fine=(0, 0)),
     ),
-    # 2600 steps: the README main job in ~4.5 min on 2 cores (its goal is 5), aligned 0.180 ->
+    # 2600 steps: the README main job in 4 min 15 s on 2 cores (its goal is 5), aligned 0.180 ->
     # 0.147 deg against 2000 steps.
     "ngp_cpu": dict(
         **_NGP_RATES, batch_size=1024, num_iters=2600, val_every=500, **_POSE_DEFAULTS,
