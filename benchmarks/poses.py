@@ -81,8 +81,7 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    if text in ("none", "camp", "orbit", "pivot", "uniform", "per_camera", "free", "centres",
-                "camera_adam", "adam", "fixed", "rig", "shift", "exact", "smooth"):
+    if text.isidentifier():  # a word: a choice such as camp, per_camera or random
         return text
     if ":" in text:  # a tuple, e.g. ngp.coarse_to_fine=0:1500 ("," separates settings)
         return tuple(_value(v) for v in text.split(":"))

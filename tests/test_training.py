@@ -122,11 +122,13 @@ def test_no_learn_rotation_keeps_rotations_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pose_average, pose_gauge",  # 0.8: the stop at 30 is mid-average
-                         [(0.0, "free"), (0.8, "free"), (0.0, "shift")])
-def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average, pose_gauge):
+@pytest.mark.parametrize("pose_average, pose_gauge, background",  # 0.8: stop at 30 mid-average
+                         [(0.0, "free", "fixed"), (0.8, "free", "fixed"), (0.0, "shift", "fixed"),
+                          (0.0, "free", "random")])
+def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average, pose_gauge, background):
     overrides = dict(num_iters=60, val_every=30, pose_opt_delay=10, experiment_name=None,
-                     pose_average=pose_average, pose_gauge=pose_gauge)
+                     pose_average=pose_average, pose_gauge=pose_gauge,
+                     train_background=background)
     whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
     first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=30, **overrides))
     assert first["metrics"] is None

@@ -64,6 +64,9 @@ class ImageSet:
 
     Attributes:
         images: ``uint8 [N, H, W, 3]`` CPU tensor, composited on the background.
+        alphas: ``uint8 [N, H, W]`` CPU tensor, the images' own alpha (None when they have
+            none); ``images`` are already composited with it, so training can re-composite a
+            pixel on another colour (``--train-background random``).
         poses: ``float32 [N, 3, 4]`` camera-to-world matrices (OpenGL camera: looks down -z).
         intrinsics: ``float32 [N, 4]`` ``(fx, fy, cx, cy)`` per image, in pixels of ``images``.
         width, height: image size in pixels.
@@ -85,6 +88,7 @@ class ImageSet:
     far: float
     scene_aabb: torch.Tensor
     poses_are_ground_truth: bool = True
+    alphas: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -105,6 +109,11 @@ def read_image(path: Path, background: Sequence[float]) -> np.ndarray:
     8- and 16-bit integer images are divided by their maximum; grey and grey+alpha are
     expanded to RGB.
     """
+    return read_image_alpha(path, background)[0]
+
+
+def read_image_alpha(path: Path, background: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``read_image``'s composited RGB and the image's alpha ``float64 [H, W]`` (None: none)."""
     import imageio.v3 as iio
 
     # Pillow reads the common formats; naming it stops imageio from trying every plugin
@@ -132,10 +141,10 @@ def read_image(path: Path, background: Sequence[float]) -> np.ndarray:
     rgb = img[:, :, :-1] if has_alpha else img
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
-    if has_alpha:
-        alpha = img[:, :, -1:]
-        rgb = rgb * alpha + np.asarray(background, dtype=np.float64) * (1.0 - alpha)
-    return rgb
+    if not has_alpha:
+        return rgb, None
+    alpha = img[:, :, -1:]
+    return rgb * alpha + np.asarray(background, dtype=np.float64) * (1.0 - alpha), alpha[:, :, 0]
 
 
 def downscale_area(image: np.ndarray, factor: int) -> np.ndarray:
@@ -374,21 +383,23 @@ def load_frames(
     poses = [parse_pose(json_path, frames[i], w) for i, w in zip(indices, wheres)]
     paths = [_resolve_image(json_path, frames[i]["file_path"], w) for i, w in zip(indices, wheres)]
 
-    def process(path: Path) -> tuple[tuple[int, int], np.ndarray]:
-        rgb = read_image(path, background)
+    def process(path: Path) -> tuple[tuple[int, int], np.ndarray, np.ndarray | None]:
+        rgb, alpha = read_image_alpha(path, background)
         size = (rgb.shape[1], rgb.shape[0])
         if rgb.shape[0] < downscale or rgb.shape[1] < downscale:
             raise DatasetError(
                 f"{path}: image {size[0]}x{size[1]} is smaller than downscale {downscale}"
             )
-        return size, _to_uint8(downscale_area(rgb, downscale))
+        if alpha is not None:
+            alpha = _to_uint8(downscale_area(alpha[:, :, None], downscale))[:, :, 0]
+        return size, _to_uint8(downscale_area(rgb, downscale)), alpha
 
     workers = max(1, min(_MAX_READERS, os.cpu_count() or 1, len(paths)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(process, paths))
 
     width, height = results[0][0]
-    for path, (size, _) in zip(paths, results):
+    for path, (size, *_) in zip(paths, results):
         if size != (width, height):
             raise DatasetError(
                 f"{path}: image is {size[0]}x{size[1]} but {paths[0]} is {width}x{height}; "
@@ -400,7 +411,10 @@ def load_frames(
         if downscale != 1:
             intr = intr.scaled(1.0 / downscale)
         intrinsics.append([intr.fx, intr.fy, intr.cx, intr.cy])
-    images = torch.from_numpy(np.stack([img for _, img in results]))
+    images = torch.from_numpy(np.stack([img for _, img, _ in results]))
+    # Alpha only when every image has it (a mixed split is trained on the fixed background).
+    alphas = (torch.from_numpy(np.stack([a for *_, a in results]))
+              if all(a is not None for *_, a in results) else None)
     return ImageSet(
         images=images,
         poses=torch.from_numpy(np.stack(poses)).to(torch.float32),
@@ -412,6 +426,7 @@ def load_frames(
         far=far,
         scene_aabb=scene_aabb.clone(),
         poses_are_ground_truth=bool(poses_are_ground_truth),
+        alphas=alphas,
     )
 
 

@@ -55,6 +55,8 @@ class PixelSampler:
         mode: ``"uniform"`` (every pixel equally likely) or ``"per_camera"`` (every camera gets
             ``floor(B / N)`` rays of each batch, the remainder goes to cameras drawn at random;
             pixels uniform within each image), so each camera's pose gradient is less noisy.
+        alphas: ``uint8 [N, H, W]`` the images' alpha (``ImageSet.alphas``), for
+            :meth:`random_background`; None: that method is unavailable.
 
     Example:
         >>> sampler = PixelSampler(image_set.images, seed=0, device="cuda")
@@ -64,7 +66,7 @@ class PixelSampler:
 
     def __init__(
         self, images: torch.Tensor, seed: int = 0, device: torch.device | str = "cpu",
-        mode: str = "uniform",
+        mode: str = "uniform", alphas: torch.Tensor | None = None,
     ) -> None:
         if isinstance(images, PixelDataset):
             images = images.images
@@ -87,6 +89,12 @@ class PixelSampler:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self._flat_rgb = self.images.view(-1, 3)
+        self._flat_alpha = None
+        if alphas is not None:
+            if alphas.dtype != torch.uint8 or tuple(alphas.shape) != tuple(images.shape[:3]):
+                raise ValueError(f"PixelSampler: alphas must be uint8 {list(images.shape[:3])} "
+                                 f"like the images, got {alphas.dtype} {list(alphas.shape)}")
+            self._flat_alpha = alphas.to(self.device).reshape(-1)
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` pixels (with replacement) as ``mode`` says.
@@ -111,6 +119,29 @@ class PixelSampler:
         u = within - v * self.width
         rgb = self._flat_rgb[flat].to(torch.float32) / 255.0
         return camera_ids, torch.stack([u, v], dim=-1), rgb
+
+    def random_background(self, camera_ids: torch.Tensor, pixels: torch.Tensor,
+                          rgb: torch.Tensor, background: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random colour behind each pixel of a batch (instant-ngp's and nerfacc's training
+        trick for images with alpha): the field must then make empty space truly empty and
+        every silhouette sharp, since no colour of its own matches a background it cannot know.
+
+        Args:
+            camera_ids, pixels: a batch from :meth:`sample`.
+            rgb: its targets, composited on ``background`` ``[3]`` (the images' colour).
+
+        Returns:
+            ``colours [B, 3]`` uniform in [0, 1] (drawn from this sampler's generator, so a
+            resumed run draws the same) and the targets re-composited on them,
+            ``rgb + (1 - alpha) (colours - background)``.
+        """
+        if self._flat_alpha is None:
+            raise ValueError("PixelSampler.random_background: the sampler has no alphas")
+        flat = (camera_ids * self.height + pixels[:, 1]) * self.width + pixels[:, 0]
+        rest = 1.0 - self._flat_alpha[flat].to(torch.float32)[:, None] / 255.0
+        colours = torch.rand(rgb.shape, generator=self.generator, device=self.device)
+        return colours, rgb + rest * (colours - background.to(rgb))
 
     def _per_camera(self, batch_size: int, pixels_per_image: int) -> torch.Tensor:
         """Flat pixel indices: ``batch // N`` per camera (camera-major), the rest at random."""

@@ -235,6 +235,11 @@ class TrainConfig:
     """Original-NeRF settings."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background colour (RGBA images are composited on it; the renderer uses it too)."""
+    train_background: Literal["fixed", "random"] = "fixed"
+    """Colour behind the training pixels of images with alpha: fixed (--background) or random
+    (a new colour per ray, re-composited from the alpha, as instant-ngp and nerfacc train; the
+    field cannot then paint empty space the background's colour). Validation, test and
+    renders always use --background. Images without alpha always train on --background."""
 
     # --- logging, output ---
     val_every: int | None = None

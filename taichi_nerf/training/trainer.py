@@ -91,7 +91,10 @@ class Trainer:
                                 purge_step=None if state is None else int(state["step"]) + 1)
         self._warn_fixed_noise()
         self._build_model()
-        self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler)
+        alphas = train.alphas if cfg.train_background == "random" else None
+        self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
+                                    alphas=alphas)
+        self.random_background = alphas is not None
         self.intrinsics = train.intrinsics.to(device)
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
         self.step_count, self.num_rays, self.history = 0, cfg.batch_size, []
@@ -205,13 +208,17 @@ class Trainer:
         step = self.step_count
         self.renderer.update_step(step)
         camera_ids, pixels, target = self.sampler.sample(self.num_rays)
+        background = self.background
+        if self.random_background:
+            background, target = self.sampler.random_background(camera_ids, pixels, target,
+                                                                self.background)
         moving = self.pose_opt.moving(step)
         with torch.set_grad_enabled(moving):
             poses = self.pose_params()
         from taichi_nerf.rays import pixels_to_rays
 
         rays_o, rays_d = pixels_to_rays(pixels, camera_ids, poses, self.intrinsics)
-        out = self.renderer.render_rays(rays_o, rays_d, background=self.background, train=True)
+        out = self.renderer.render_rays(rays_o, rays_d, background=background, train=True)
         loss, mse = self.renderer.training_loss(out, target)
         if moving:
             loss = loss + self.pose_opt.prior()
