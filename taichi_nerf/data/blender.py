@@ -112,7 +112,9 @@ def read_image(path: Path, background: Sequence[float]) -> np.ndarray:
     return read_image_alpha(path, background)[0]
 
 
-def read_image_alpha(path: Path, background: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image_alpha(
+    path: Path, background: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``read_image``'s composited RGB and the image's alpha ``float64 [H, W]`` (None: none)."""
     import imageio.v3 as iio
 

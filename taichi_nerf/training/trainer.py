@@ -95,6 +95,9 @@ class Trainer:
         self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
                                     alphas=alphas)
         self.random_background = alphas is not None
+        if cfg.train_background == "random" and alphas is None:
+            self.logger.text("--train-background random: the training images have no alpha, so "
+                             "they train on --background")
         self.intrinsics = train.intrinsics.to(device)
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
         self.step_count, self.num_rays, self.history = 0, cfg.batch_size, []
