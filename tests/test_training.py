@@ -122,13 +122,16 @@ def test_no_learn_rotation_keeps_rotations_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pose_average, pose_gauge, background",  # 0.8: stop at 30 mid-average
-                         [(0.0, "free", "fixed"), (0.8, "free", "fixed"), (0.0, "shift", "fixed"),
-                          (0.0, "free", "random")])
-def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average, pose_gauge, background):
+@pytest.mark.parametrize("pose_average, pose_gauge, background, edges",  # 0.8: mid-average
+                         [(0.0, "free", "fixed", 0.0), (0.8, "free", "fixed", 0.0),
+                          (0.0, "shift", "fixed", 0.0), (0.0, "free", "random", 0.0),
+                          (0.0, "free", "fixed", 0.5)])
+def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average, pose_gauge, background,
+                                             edges):
     overrides = dict(num_iters=60, val_every=30, pose_opt_delay=10, experiment_name=None,
                      pose_average=pose_average, pose_gauge=pose_gauge,
-                     train_background=background)
+                     train_background=background, edge_sampling=edges,
+                     edge_sampling_start=0.25)  # edges from step 15 (of 60) on
     whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
     first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=30, **overrides))
     assert first["metrics"] is None

@@ -81,6 +81,13 @@ def test_travel_boost_comes_with_camera_adam_only():
     assert config_from_dict(old).pose_travel_boost == 1.0
 
 
+def test_runs_saved_before_edge_sampling_resume_with_uniform_pixels():
+    old = config_to_dict(resolve_config(TrainConfig(), CPU))
+    del old["edge_sampling"], old["edge_sampling_start"]
+    again = config_from_dict(old)
+    assert again.edge_sampling == 0.0 and again.edge_sampling_start == 0.0
+
+
 def test_default_translation_noise_is_one_percent():
     cfg = resolve_config(TrainConfig(), CPU)
     assert cfg.translation_noise_pct == 1.0 and cfg.translation_noise is None
@@ -95,6 +102,8 @@ def test_default_translation_noise_is_one_percent():
     (dict(pose_travel_boost=0.5), "pose-travel-boost"),
     (dict(pose_travel_boost=2.0, pose_optimizer="adam"), "pose-travel-boost needs"),
     (dict(ngp=dataclasses.replace(TrainConfig().ngp, smooth_l1_beta=-0.1)), "smooth-l1-beta"),
+    (dict(edge_sampling=1.5), "edge-sampling must"),
+    (dict(edge_sampling_start=-0.5), "edge-sampling-start"),
 ])
 def test_bad_combinations_are_one_line_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match) as info:

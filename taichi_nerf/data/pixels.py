@@ -12,7 +12,41 @@ from typing import Any
 
 import torch
 
-__all__ = ["PixelDataset", "PixelSampler"]
+__all__ = ["PixelDataset", "PixelSampler", "edge_strength", "edge_sampling_keys"]
+
+
+def edge_strength(images: torch.Tensor) -> torch.Tensor:
+    """``[N, H, W]`` float32 image-gradient magnitude of ``uint8 [N, H, W, 3]`` images: the
+    largest over the colour channels of the Sobel gradient's length (in [0, 1] colour units per
+    pixel, edges replicated at the borders)."""
+    import torch.nn.functional as F
+
+    n, h, w, _ = images.shape
+    x = images.permute(0, 3, 1, 2).reshape(n * 3, 1, h, w).to(torch.float32) / 255.0
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    smooth = torch.tensor([1.0, 2.0, 1.0], device=images.device) / 8.0
+    diff = torch.tensor([-1.0, 0.0, 1.0], device=images.device)
+    kx = (smooth[:, None] * diff[None, :])[None, None]
+    gx, gy = F.conv2d(x, kx), F.conv2d(x, kx.transpose(2, 3))
+    return torch.sqrt(gx * gx + gy * gy).reshape(n, 3, h, w).amax(dim=1)
+
+
+def edge_sampling_keys(images: torch.Tensor, mix: float) -> torch.Tensor:
+    """Sorted ``[N*H*W]`` float64 keys that draw pixels in proportion to
+    ``(1 - mix) + mix * edge / mean(edge of that image)`` within each image.
+
+    Key ``i`` of image ``c`` is ``c`` plus the cumulative share of that image's weights up to
+    and including pixel ``i``, so ``searchsorted(keys, c + u, right=True)`` with ``u ~ U[0,1)``
+    draws a pixel of image ``c`` with its weight's probability. An image with no edges at all
+    is drawn uniformly.
+    """
+    edges = edge_strength(images).to(torch.float64).flatten(1)
+    mean = edges.mean(dim=1, keepdim=True)
+    weights = (1.0 - mix) + mix * torch.where(mean > 0, edges / mean.clamp_min(1e-30), 1.0)
+    cdf = torch.cumsum(weights, dim=1)
+    cdf = cdf / cdf[:, -1:]
+    offsets = torch.arange(images.shape[0], device=images.device, dtype=torch.float64)
+    return (cdf + offsets[:, None]).reshape(-1).contiguous()
 
 
 @dataclasses.dataclass
@@ -66,7 +100,7 @@ class PixelSampler:
 
     def __init__(
         self, images: torch.Tensor, seed: int = 0, device: torch.device | str = "cpu",
-        mode: str = "uniform", alphas: torch.Tensor | None = None,
+        mode: str = "uniform", alphas: torch.Tensor | None = None, edge_mix: float = 0.0,
     ) -> None:
         if isinstance(images, PixelDataset):
             images = images.images
@@ -95,9 +129,18 @@ class PixelSampler:
                 raise ValueError(f"PixelSampler: alphas must be uint8 {list(images.shape[:3])} "
                                  f"like the images, got {alphas.dtype} {list(alphas.shape)}")
             self._flat_alpha = alphas.to(self.device).reshape(-1)
+        if not 0.0 <= float(edge_mix) <= 1.0:
+            raise ValueError(f"PixelSampler: edge_mix must be in [0, 1], got {edge_mix!r}")
+        self.edge_mix = float(edge_mix)
+        # Keys of the pure edge distribution: a draw takes it with probability edge_mix and the
+        # uniform one otherwise, which is the mixture (1 - mix) U + mix E for any mix.
+        self._edge_keys = edge_sampling_keys(self.images, 1.0) if edge_mix > 0 else None
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw ``batch_size`` pixels (with replacement) as ``mode`` says.
+    def sample(self, batch_size: int, edge_mix: float | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` pixels (with replacement) as ``mode`` says; with edge sampling
+        (``edge_mix`` here, else the constructor's; 0 switches it off for this batch) each
+        pixel comes from the edge distribution with that probability.
 
         Returns:
             ``camera_ids [B]`` long image indices, ``pixels [B, 2]`` long ``(u, v)`` =
@@ -108,7 +151,10 @@ class PixelSampler:
                 f"PixelSampler.sample: batch_size must be an integer >= 1, got {batch_size!r}"
             )
         pixels_per_image = self.height * self.width
-        if self.mode == "per_camera":
+        mix = self.edge_mix if edge_mix is None else float(edge_mix)
+        if self._edge_keys is not None and mix > 0:
+            flat = self._edges(int(batch_size), mix, pixels_per_image)
+        elif self.mode == "per_camera":
             flat = self._per_camera(int(batch_size), pixels_per_image)
         else:
             flat = torch.randint(0, self.num_pixels, (int(batch_size),),
@@ -143,16 +189,37 @@ class PixelSampler:
         colours = torch.rand(rgb.shape, generator=self.generator, device=self.device)
         return colours, rgb + rest * (colours - background.to(rgb))
 
-    def _per_camera(self, batch_size: int, pixels_per_image: int) -> torch.Tensor:
-        """Flat pixel indices: ``batch // N`` per camera (camera-major), the rest at random."""
+    def _cameras(self, batch_size: int) -> torch.Tensor:
+        """``[B]`` camera of each ray: ``batch // N`` per camera (camera-major), the rest at
+        random (``per_camera``), or every camera equally likely."""
+        if self.mode != "per_camera":
+            return torch.randint(0, self.num_images, (batch_size,), generator=self.generator,
+                                 device=self.device)
         share, rest = divmod(batch_size, self.num_images)
         cams = torch.arange(self.num_images, device=self.device).repeat_interleave(share)
         extra = torch.randint(0, self.num_images, (rest,), generator=self.generator,
                               device=self.device)
-        cams = torch.cat([cams, extra])
+        return torch.cat([cams, extra])
+
+    def _per_camera(self, batch_size: int, pixels_per_image: int) -> torch.Tensor:
+        """Flat pixel indices, cameras stratified, pixels uniform within each image."""
+        cams = self._cameras(batch_size)
         within = torch.randint(0, pixels_per_image, (batch_size,), generator=self.generator,
                                device=self.device)
         return cams * pixels_per_image + within
+
+    def _edges(self, batch_size: int, mix: float, pixels_per_image: int) -> torch.Tensor:
+        """Flat pixel indices, cameras as ``mode`` says; within an image a pixel comes with
+        probability ``mix`` from the edge distribution (:func:`edge_sampling_keys`, inverse CDF:
+        camera ``c`` and ``u ~ U[0,1)`` -> key ``c + u``), else uniformly (``floor(u * H W)``)."""
+        cams = self._cameras(batch_size)
+        u = torch.rand(batch_size, generator=self.generator, device=self.device,
+                       dtype=torch.float64)
+        on_edges = torch.rand(batch_size, generator=self.generator, device=self.device) < mix
+        edge = torch.searchsorted(self._edge_keys, cams.to(torch.float64) + u, right=True)
+        edge = edge.clamp_(max=self.num_pixels - 1)
+        within = (u * pixels_per_image).long().clamp_(max=pixels_per_image - 1)
+        return torch.where(on_edges, edge, cams * pixels_per_image + within)
 
     def state_dict(self) -> dict[str, Any]:
         """Generator state (and the image-set shape it belongs to) for an exact resume."""

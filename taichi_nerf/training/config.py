@@ -215,6 +215,13 @@ class TrainConfig:
     sampler: Literal["uniform", "per_camera"] | None = None
     """uniform: pixels uniformly over all images; per_camera: every camera gets floor(B/N)
     rays per step, the remainder at random."""
+    edge_sampling: float | None = None
+    """Share of the pixel-draw weight put on image edges, in [0, 1]: within each image a pixel
+    is drawn with weight (1 - s) + s * edge / mean edge (Sobel gradient magnitude), so more
+    rays land where the image changes, which is where a pose shows; 0 = uniform."""
+    edge_sampling_start: float = 0.0
+    """Fraction of the steps drawn uniformly before --edge-sampling starts (edges of the target
+    images say little while a camera is still pixels off)."""
 
     # --- field optimisation ---
     model: Literal["ngp", "vanilla"] = "ngp"
@@ -428,6 +435,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
         refuse("ngp.smooth_l1_beta", "a threshold in [0, 1] (0: the MSE)", cfg.ngp.smooth_l1_beta)
     if not (isinstance(cfg.pose_average, (int, float)) and 0 <= cfg.pose_average < 1):
         refuse("pose_average", "a fraction in [0, 1) (0: off)", cfg.pose_average)
+    if not (isinstance(cfg.edge_sampling, (int, float)) and 0 <= cfg.edge_sampling <= 1):
+        refuse("edge_sampling", "a share in [0, 1] (0: uniform pixels)", cfg.edge_sampling)
+    if not (isinstance(cfg.edge_sampling_start, (int, float)) and 0 <= cfg.edge_sampling_start <= 1):
+        refuse("edge_sampling_start", "a fraction of the steps in [0, 1]", cfg.edge_sampling_start)
     if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
         raise ConfigError("--pose-travel-boost needs --pose-optimizer camera_adam")
     if cfg.pose_gauge == "rig" and cfg.pose_optimizer == "camera_adam":
@@ -464,6 +475,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         fields["translation_delay"] = 0
     if "pose_travel_boost" not in data and "pose_lr" in data:  # before the travel boost
         fields["pose_travel_boost"] = 1.0
+    if "edge_sampling" not in data and "pose_lr" in data:  # before edge sampling
+        fields["edge_sampling"] = 0.0
     if "background" in fields:
         fields["background"] = tuple(fields["background"])
     return TrainConfig(**fields, **nested)

@@ -93,7 +93,7 @@ class Trainer:
         self._build_model()
         alphas = train.alphas if cfg.train_background == "random" else None
         self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
-                                    alphas=alphas)
+                                    alphas=alphas, edge_mix=cfg.edge_sampling)
         self.random_background = alphas is not None
         if cfg.train_background == "random" and alphas is None:
             self.logger.text("--train-background random: the training images have no alpha, so "
@@ -210,7 +210,9 @@ class Trainer:
         """One optimisation step; returns ``loss``, ``mse`` (tensors) and the render's counts."""
         step = self.step_count
         self.renderer.update_step(step)
-        camera_ids, pixels, target = self.sampler.sample(self.num_rays)
+        edges_on = step >= self.cfg.edge_sampling_start * self.cfg.num_iters
+        camera_ids, pixels, target = self.sampler.sample(self.num_rays,
+                                                         None if edges_on else 0.0)
         background = self.background
         if self.random_background:
             background, target = self.sampler.random_background(camera_ids, pixels, target,
