@@ -71,12 +71,21 @@ def build(args, device: torch.device) -> dict:
         "background": torch.ones(3, device=device),
         "field_opt": torch.optim.Adam(renderer.parameters(), lr=1e-2, betas=(0.9, 0.99),
                                       eps=1e-15),
-        "pose_opt": torch.optim.Adam(poses.parameters(), lr=3e-3),
+        "pose_opt": _pose_optimizer(args, poses),
         "rays": args.rays or rays,
         "sizes": {"scene": args.scene, "image": [train.width, train.height],
                   "n_levels": levels, "log2_table_size": log2_t, "finest_resolution": finest,
                   "grid_resolution": grid_res, "rays_per_step": args.rays or rays},
     }
+
+
+def _pose_optimizer(args, poses) -> torch.optim.Optimizer:
+    """The ngp presets' pose optimiser (camera_adam with the travel boost) or plain Adam."""
+    if args.pose_optimizer == "adam":
+        return torch.optim.Adam(poses.parameters(), lr=3e-3)
+    from taichi_nerf.training.camera_adam import CameraAdam
+
+    return CameraAdam([{"params": list(poses.parameters())}], lr=3e-3, travel_boost=8.0)
 
 
 def train_step(s: dict, step: int, joint: bool, update_grid: bool) -> int:
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profile-json", type=Path, default=None,
                         help="profile one joint step into this file")
     parser.add_argument("--note", default="")
+    parser.add_argument("--pose-optimizer", choices=["camera_adam", "adam"],
+                        default="camera_adam", help="camera_adam: the ngp presets' (default)")
     args = parser.parse_args(argv)
     if args.quick:
         args.downscale = max(args.downscale, 4)
@@ -182,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "step_profile", "device": device.type,
               "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
               "versions": {"python": platform.python_version(), "torch": torch.__version__},
-              "sizes": s["sizes"], "warmup": warmup, "repeats": repeats, "note": args.note,
+              "sizes": s["sizes"], "pose_optimizer": args.pose_optimizer,
+              "warmup": warmup, "repeats": repeats, "note": args.note,
               **measure(s, warmup, repeats)}
     if args.profile_json:
         rows = profile_step(s, warmup + 2 * repeats, args.profile_json)

@@ -66,7 +66,9 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
 
     Args:
         field: ``field(positions [M,3], directions [M,3]) -> (sigmas [M], rgbs [M,3])``, world
-            coordinates, unit directions.
+            coordinates, unit directions. A field with ``forward_packed(positions, rays_d,
+            ray_indices, packed_info)`` (the same result from per-ray directions) is called
+            that way instead, so per-ray work runs once per ray.
         grid: an :class:`~taichi_nerf.kernels.OccupancyGrid` over the scene box.
         rays_o: ``[R,3]`` origins, ``rays_d``: ``[R,3]`` unit directions (world).
         near, far: distance bounds along the rays; step_size: marching step (scene units).
@@ -108,7 +110,11 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
         directions = gather_rays(rays_d, ray_indices, info)
         positions = gather_rays(rays_o, ray_indices, info) + t_mid[:, None] * directions
     with record_function("taichi_nerf.render_rays.field"):
-        sigmas, rgbs = field(positions, directions)
+        packed_field = getattr(field, "forward_packed", None)
+        if packed_field is not None:  # view encoding once per ray (NGPField)
+            sigmas, rgbs = packed_field(positions, rays_d, ray_indices, info)
+        else:
+            sigmas, rgbs = field(positions, directions)
     rgb, opacity, depth = composite(sigmas.reshape(-1), rgbs, t_starts, t_ends, ray_indices,
                                     n_rays, background, packed_info=info)
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": info.n_samples,

@@ -149,6 +149,30 @@ class NGPField(nn.Module):
         rgb = torch.sigmoid(self.color_mlp(torch.cat([sh, geo_feat], dim=-1)))
         return sigma, rgb
 
+    def forward_packed(self, positions: torch.Tensor, rays_d: torch.Tensor,
+                       ray_indices: torch.Tensor, packed_info=None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(positions, rays_d[ray_indices])`` with the view encoding made once per ray.
+
+        Every sample of a ray shares its direction, so the SH encoding (and, when the rays need
+        a gradient, its backward) runs on ``[R]`` rays instead of ``[M]`` samples and is copied
+        to the samples by :func:`~taichi_nerf.kernels.packed.gather_rays` (ordered backward).
+        Values are identical to :meth:`forward`; gradients equal up to float summation order.
+
+        Args:
+            positions: ``[M,3]`` world positions; rays_d: ``[R,3]`` unit ray directions;
+            ray_indices: ``[M]`` ray of each sample; packed_info: its segments (or None).
+        """
+        from taichi_nerf.kernels import sh_encode
+        from taichi_nerf.kernels.packed import gather_rays
+
+        if positions.shape[0] == 0:
+            return self.forward(positions, rays_d[ray_indices])
+        sigma, geo_feat = self._geometry(positions)
+        sh = gather_rays(sh_encode(rays_d.contiguous()), ray_indices, packed_info)
+        rgb = torch.sigmoid(self.color_mlp(torch.cat([sh, geo_feat], dim=-1)))
+        return sigma, rgb
+
 
 class NGPRenderer(nn.Module):
     """Renderer protocol for :class:`NGPField`: occupancy grid + marching + compositing.
