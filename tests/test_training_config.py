@@ -81,6 +81,19 @@ def test_travel_boost_comes_with_camera_adam_only():
     assert config_from_dict(old).pose_travel_boost == 1.0
 
 
+def test_edge_sampling_for_noisy_poses_and_uniform_pixels_for_given_ones():
+    noisy = resolve_config(TrainConfig(), CPU)
+    assert (noisy.edge_sampling, noisy.edge_sampling_start) == (
+        PRESETS["ngp_cpu"]["edge_sampling"], PRESETS["ngp_cpu"]["edge_sampling_start"])
+    assert noisy.edge_sampling > 0
+    assert resolve_config(TrainConfig(init_mode="clean"), CPU).edge_sampling == 0.0
+    assert resolve_config(TrainConfig(init_mode="clean", edge_sampling=0.3),
+                          CPU).edge_sampling == 0.3
+    assert resolve_config(TrainConfig(model="vanilla"), CPU).edge_sampling == 0.0
+    resolved = resolve_config(TrainConfig(init_mode="clean"), CPU)
+    assert resolve_config(resolved, CPU) == resolved
+
+
 def test_runs_saved_before_edge_sampling_resume_with_uniform_pixels():
     old = config_to_dict(resolve_config(TrainConfig(), CPU))
     del old["edge_sampling"], old["edge_sampling_start"]
