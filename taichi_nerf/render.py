@@ -66,9 +66,8 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
 
     Args:
         field: ``field(positions [M,3], directions [M,3]) -> (sigmas [M], rgbs [M,3])``, world
-            coordinates, unit directions. A field with ``forward_packed(positions, rays_d,
-            ray_indices, packed_info)`` (the same result from per-ray directions) is called
-            that way instead, so per-ray work runs once per ray.
+            coordinates, unit directions; one with ``forward_packed(positions, rays_d,
+            ray_indices, packed_info)`` (the same from per-ray directions) is called so.
         grid: an :class:`~taichi_nerf.kernels.OccupancyGrid` over the scene box.
         rays_o: ``[R,3]`` origins, ``rays_d``: ``[R,3]`` unit directions (world).
         near, far: distance bounds along the rays; step_size: marching step (scene units).
@@ -110,9 +109,8 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
         directions = gather_rays(rays_d, ray_indices, info)
         positions = gather_rays(rays_o, ray_indices, info) + t_mid[:, None] * directions
     with record_function("taichi_nerf.render_rays.field"):
-        packed_field = getattr(field, "forward_packed", None)
-        if packed_field is not None:  # view encoding once per ray (NGPField)
-            sigmas, rgbs = packed_field(positions, rays_d, ray_indices, info)
+        if hasattr(field, "forward_packed"):  # view encoding once per ray (NGPField)
+            sigmas, rgbs = field.forward_packed(positions, rays_d, ray_indices, info)
         else:
             sigmas, rgbs = field(positions, directions)
     rgb, opacity, depth = composite(sigmas.reshape(-1), rgbs, t_starts, t_ends, ray_indices,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from taichi_nerf.data import PixelSampler
-from taichi_nerf.data.pixels import edge_strength
+from taichi_nerf.data.pixels import edge_sampling_keys, edge_strength
 
 
 def _seed() -> int:
@@ -68,6 +68,27 @@ def test_edge_sampler_per_camera_share_and_exact_resume():
 
 def test_edge_mix_out_of_range_is_refused():
     images = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
-    for bad in (-0.1, 1.5):
+    for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="edge_mix"):
             PixelSampler(images, edge_mix=bad)
+        with pytest.raises(ValueError, match="edge_mix"):
+            PixelSampler(images, edge_mix=0.5).sample(4, edge_mix=bad)
+    with pytest.raises(ValueError, match="needs a sampler built with"):
+        PixelSampler(images).sample(4, edge_mix=0.5)
+    with pytest.raises(ValueError, match="mix"):
+        edge_sampling_keys(images, 2.0)
+
+
+def test_edge_strength_is_the_same_in_chunks_and_matches_a_conv():
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(_seed())
+    images = torch.randint(0, 256, (3, 7, 6, 3), dtype=torch.uint8, generator=generator)
+    x = images.permute(0, 3, 1, 2).reshape(9, 1, 7, 6).double() / 255.0
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    kx = (torch.tensor([1.0, 2.0, 1.0])[:, None] / 8 * torch.tensor([-1.0, 0.0, 1.0])[None, :])
+    kx = kx.double()[None, None]
+    gx, gy = F.conv2d(x, kx), F.conv2d(x, kx.transpose(2, 3))
+    want = torch.sqrt(gx * gx + gy * gy).reshape(3, 3, 7, 6).amax(dim=1).float()
+    torch.testing.assert_close(edge_strength(images), want, atol=1e-6, rtol=0)
+    assert torch.equal(edge_strength(images[1:2])[0], edge_strength(images)[1])

@@ -61,6 +61,11 @@ def test_forward_packed_equals_forward_on_gathered_directions():
         assert torch.equal(a, b)  # the same values: SH of the same direction
     for a, b in zip(g_packed, g_plain):  # the same sums in another order
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    without_info = field.forward_packed(positions, rays_d, ray_indices, None)
+    assert all(torch.equal(a, b) for a, b in zip(without_info, plain))
+    empty = field.forward_packed(positions[:0], rays_d, ray_indices[:0], None)
+    assert empty[0].shape == (0,) and empty[1].shape == (0, 3)
+    assert empty[1].requires_grad  # the graph stays connected, as forward's
 
 
 def test_field_normalises_by_the_scene_box():

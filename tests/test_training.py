@@ -131,7 +131,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, pose_average, pose_gauge,
     overrides = dict(num_iters=60, val_every=30, pose_opt_delay=10, experiment_name=None,
                      pose_average=pose_average, pose_gauge=pose_gauge,
                      train_background=background, edge_sampling=edges,
-                     edge_sampling_start=0.25)  # edges from step 15 (of 60) on
+                     edge_sampling_start=0.75)  # edges from step 45 (of 60): after the resume
     whole = train_with_pose_optimization(_config(tmp_path / "a", **overrides))
     first = train_with_pose_optimization(_config(tmp_path / "b", stop_after=30, **overrides))
     assert first["metrics"] is None

@@ -90,8 +90,9 @@ def test_edge_sampling_for_noisy_poses_and_uniform_pixels_for_given_ones():
     assert resolve_config(TrainConfig(init_mode="clean", edge_sampling=0.3),
                           CPU).edge_sampling == 0.3
     assert resolve_config(TrainConfig(model="vanilla"), CPU).edge_sampling == 0.0
-    resolved = resolve_config(TrainConfig(init_mode="clean"), CPU)
-    assert resolve_config(resolved, CPU) == resolved
+    for mode in ("clean", "noisy"):
+        resolved = resolve_config(TrainConfig(init_mode=mode), CPU)
+        assert resolve_config(resolved, CPU) == resolved
 
 
 def test_runs_saved_before_edge_sampling_resume_with_uniform_pixels():

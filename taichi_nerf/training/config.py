@@ -440,19 +440,25 @@ def _check_ranges(cfg: TrainConfig) -> None:
     c2f = cfg.ngp.coarse_to_fine
     if c2f is not None and (len(c2f) != 2 or c2f[0] < 0 or (c2f != (0, 0) and c2f[1] <= c2f[0])):
         refuse("ngp.coarse_to_fine", "START END with 0 <= START < END (0 0 = off)", tuple(c2f))
-    if not (isinstance(cfg.ngp.smooth_l1_beta, (int, float)) and 0 <= cfg.ngp.smooth_l1_beta <= 1):
-        refuse("ngp.smooth_l1_beta", "a threshold in [0, 1] (0: the MSE)", cfg.ngp.smooth_l1_beta)
-    if not (isinstance(cfg.pose_average, (int, float)) and 0 <= cfg.pose_average < 1):
-        refuse("pose_average", "a fraction in [0, 1) (0: off)", cfg.pose_average)
-    if not (isinstance(cfg.edge_sampling, (int, float)) and 0 <= cfg.edge_sampling <= 1):
-        refuse("edge_sampling", "a share in [0, 1] (0: uniform pixels)", cfg.edge_sampling)
-    if not (isinstance(cfg.edge_sampling_start, (int, float)) and 0 <= cfg.edge_sampling_start <= 1):
-        refuse("edge_sampling_start", "a fraction of the steps in [0, 1]", cfg.edge_sampling_start)
+    _check_fractions(cfg)
     if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
         raise ConfigError("--pose-travel-boost needs --pose-optimizer camera_adam")
     if cfg.pose_gauge == "rig" and cfg.pose_optimizer == "camera_adam":
         raise ConfigError("--pose-gauge rig needs --pose-optimizer adam (camera_adam steps "
                           "per-camera rows only, not the shared rig motion)")
+
+
+def _check_fractions(cfg: TrainConfig) -> None:
+    """The settings that are a share or a fraction, each in its interval."""
+    for path, value, top, rule in (
+            ("ngp.smooth_l1_beta", cfg.ngp.smooth_l1_beta, 1, "a threshold in [0, 1] (0: the MSE)"),
+            ("pose_average", cfg.pose_average, None, "a fraction in [0, 1) (0: off)"),
+            ("edge_sampling", cfg.edge_sampling, 1, "a share in [0, 1] (0: uniform pixels)"),
+            ("edge_sampling_start", cfg.edge_sampling_start, 1,
+             "a fraction of the steps in [0, 1]")):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and 0 <= value and (value <= top if top else value < 1)):
+            raise ConfigError(f"--{path.replace('_', '-')} must be {rule}, got {value}")
 
 
 def auto_marching_steps(image_width: int) -> int:

@@ -94,6 +94,8 @@ class Trainer:
         alphas = train.alphas if cfg.train_background == "random" else None
         self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
                                     alphas=alphas, edge_mix=cfg.edge_sampling)
+        # (kept by a resume, even one with another --num-iters: edges once on stay on)
+        self.edge_start_step = int(math.ceil(cfg.edge_sampling_start * cfg.num_iters))
         self.random_background = alphas is not None
         if cfg.train_background == "random" and alphas is None:
             self.logger.text("--train-background random: the training images have no alpha, so "
@@ -198,6 +200,7 @@ class Trainer:
         self.pose_opt.load_state_dict(state)
         ckpt.set_rng_state(state["rng"], self.sampler, self.renderer)
         self.step_count, self.num_rays = int(state["step"]), int(state["num_rays"])
+        self.edge_start_step = int(state.get("edge_start_step", self.edge_start_step))
         self.history = list(state.get("history", []))
         self.best_val = float(state.get("best_val_psnr", -1e9))
         self.elapsed = float(state.get("elapsed_s", 0.0))
@@ -210,7 +213,7 @@ class Trainer:
         """One optimisation step; returns ``loss``, ``mse`` (tensors) and the render's counts."""
         step = self.step_count
         self.renderer.update_step(step)
-        edges_on = step >= self.cfg.edge_sampling_start * self.cfg.num_iters
+        edges_on = step >= self.edge_start_step
         camera_ids, pixels, target = self.sampler.sample(self.num_rays,
                                                          None if edges_on else 0.0)
         background = self.background
@@ -345,7 +348,7 @@ class Trainer:
             "field_optimizer": self.field_opt.state_dict(),
             "field_scheduler": self.field_sched.state_dict(), **self.pose_opt.state_dict(),
             "rng": ckpt.rng_state(self.sampler, self.renderer), "num_rays": self.num_rays,
-            "pose_errors": errors, "val_metrics": self.val_metrics,
+            "edge_start_step": self.edge_start_step, "pose_errors": errors, "val_metrics": self.val_metrics,
             "best_val_psnr": self.best_val if math.isfinite(self.best_val) else -1e9,
             "history": self.history, "elapsed_s": self.elapsed,
         }
