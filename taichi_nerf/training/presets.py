@@ -22,7 +22,7 @@ _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_c
 # sharp when they start (demo drift 0.075 -> 0.045 deg at 2000 steps; 0.043 deg at 2600 steps,
 # test PSNR within 0.03 dB of fixed poses).
 # Noisy poses: from half-way on, half of each batch is drawn by the images' edge strength
-# (lego 100 px aligned 2 deg/1 % 0.283 -> 0.218 deg, 5 deg/2 % 0.336 -> 0.244, +0.4-0.7 dB; the
+# (lego 100 px aligned 2 deg/1 % 0.283 -> 0.218 deg, 5 deg/2 % 0.336 -> 0.244, +0.6-0.8 dB; the
 # demo neutral; from step 0 it hurt 5 deg/2 %). Given poses keep uniform pixels (with the poses
 # fixed, edges cost the demo 0.26 dB of test PSNR). BENCHMARKS.md, session of 2026-12-07.
 _NGP_RATES = dict(lr=1e-2, lr_final=5e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
