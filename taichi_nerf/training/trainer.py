@@ -94,7 +94,6 @@ class Trainer:
         alphas = train.alphas if cfg.train_background == "random" else None
         self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
                                     alphas=alphas, edge_mix=cfg.edge_sampling)
-        # (kept by a resume, even one with another --num-iters: edges once on stay on)
         self.edge_start_step = int(math.ceil(cfg.edge_sampling_start * cfg.num_iters))
         self.random_background = alphas is not None
         if cfg.train_background == "random" and alphas is None:
@@ -200,6 +199,7 @@ class Trainer:
         self.pose_opt.load_state_dict(state)
         ckpt.set_rng_state(state["rng"], self.sampler, self.renderer)
         self.step_count, self.num_rays = int(state["step"]), int(state["num_rays"])
+        # a resume keeps the saved start, even with another --num-iters: edges on stay on
         self.edge_start_step = int(state.get("edge_start_step", self.edge_start_step))
         self.history = list(state.get("history", []))
         self.best_val = float(state.get("best_val_psnr", -1e9))
@@ -348,7 +348,8 @@ class Trainer:
             "field_optimizer": self.field_opt.state_dict(),
             "field_scheduler": self.field_sched.state_dict(), **self.pose_opt.state_dict(),
             "rng": ckpt.rng_state(self.sampler, self.renderer), "num_rays": self.num_rays,
-            "edge_start_step": self.edge_start_step, "pose_errors": errors, "val_metrics": self.val_metrics,
+            "edge_start_step": self.edge_start_step, "pose_errors": errors,
+            "val_metrics": self.val_metrics,
             "best_val_psnr": self.best_val if math.isfinite(self.best_val) else -1e9,
             "history": self.history, "elapsed_s": self.elapsed,
         }
