@@ -130,28 +130,68 @@ def measure(s: dict, warmup: int, repeats: int) -> dict:
             "repeats_s": times}
 
 
-def profile_step(s: dict, step: int, path: Path, top: int = 80) -> list[dict]:
-    """One joint step under the torch profiler; its per-op table (sorted by total time)."""
+def _profile_rows(s: dict, step: int, joint: bool) -> dict[str, dict]:
+    """Per-op totals of one step of one kind under the torch profiler."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
     if s["device"].type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities, record_shapes=False) as prof:
-        train_step(s, step, joint=True, update_grid=False)
+        train_step(s, step, joint=joint, update_grid=False)
         _sync(s["device"])
-    rows = []
+    rows = {}
     for e in prof.key_averages():
         device_us = getattr(e, "device_time_total", None)
         if device_us is None:
             device_us = getattr(e, "cuda_time_total", 0.0)
-        rows.append({"name": e.key, "count": e.count, "cpu_total_ms": e.cpu_time_total / 1e3,
-                     "self_cpu_ms": e.self_cpu_time_total / 1e3,
-                     "device_total_ms": float(device_us) / 1e3})
-    rows.sort(key=lambda r: max(r["cpu_total_ms"], r["device_total_ms"]), reverse=True)
+        rows[e.key] = {"name": e.key, "count": e.count, "cpu_total_ms": e.cpu_time_total / 1e3,
+                       "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                       "device_total_ms": float(device_us) / 1e3}
+    return rows
+
+
+def _profile_mean(s: dict, step: int, steps: int) -> tuple[dict, dict]:
+    """Joint and fixed steps profiled one at a time, interleaved (after one unrecorded pair: the
+    profiler's first session is slow); per-op means per step of each kind."""
+    _profile_rows(s, step, True), _profile_rows(s, step + 1, False)
+    sums: tuple[dict, dict] = ({}, {})
+    for k in range(2 * steps):
+        rows = _profile_rows(s, step + 2 + k, joint=k % 2 == 0)
+        acc = sums[k % 2]
+        for name, r in rows.items():
+            a = acc.setdefault(name, dict.fromkeys(r, 0.0) | {"name": name})
+            for key in ("count", "cpu_total_ms", "self_cpu_ms", "device_total_ms"):
+                a[key] += r[key] / steps
+    return sums
+
+
+def profile_step(s: dict, step: int, path: Path, top: int = 80, steps: int = 5) -> list[dict]:
+    """Joint and fixed steps under the torch profiler (``steps`` of each, per-step means).
+
+    Writes ``rows`` (the joint step's ops, sorted by total time), ``fixed_rows`` and
+    ``joint_minus_fixed`` (per op, the self time a joint step adds: where the price of
+    learning poses goes, op by op). Returns ``rows``.
+    """
+    joint, fixed = _profile_mean(s, step, steps)
+
+    def ordered(rows: dict) -> list[dict]:
+        key = lambda r: max(r["cpu_total_ms"], r["device_total_ms"])  # noqa: E731
+        return sorted(rows.values(), key=key, reverse=True)[:top]
+
+    zero = {"self_cpu_ms": 0.0, "device_total_ms": 0.0, "count": 0}
+    diff = []
+    for name in set(joint) | set(fixed):
+        j, f = joint.get(name, zero), fixed.get(name, zero)
+        diff.append({"name": name, "self_cpu_ms": j["self_cpu_ms"] - f["self_cpu_ms"],
+                     "device_self_ms": j["device_total_ms"] - f["device_total_ms"],
+                     "count": j["count"] - f["count"]})
+    diff.sort(key=lambda r: abs(r["self_cpu_ms"]) + abs(r["device_self_ms"]), reverse=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"device": s["device"].type, "rows": rows[:top]}, indent=1))
-    return rows[:top]
+    path.write_text(json.dumps({"device": s["device"].type, "steps_each": steps,
+                                "rows": ordered(joint), "fixed_rows": ordered(fixed),
+                                "joint_minus_fixed": diff[:top]}, indent=1))
+    return ordered(joint)
 
 
 def _device_name(device: torch.device) -> str:
@@ -173,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--profile-json", type=Path, default=None,
-                        help="profile one joint step into this file")
+                        help="profile joint and fixed steps (5 each) into this file")
     parser.add_argument("--note", default="")
     parser.add_argument("--pose-optimizer", choices=["camera_adam", "adam"],
                         default="camera_adam", help="camera_adam: the ngp presets' (default)")

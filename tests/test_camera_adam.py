@@ -125,3 +125,40 @@ def test_travel_boost_arguments_are_checked():
     x = torch.nn.Parameter(torch.zeros(2, 6))
     with pytest.raises(ValueError, match="travel_boost"):
         CameraAdam([x], travel_boost=0.5)
+
+
+def _scheduled_run(x0, grad, steps, lr, decay, **kw):
+    """CameraAdam with the lr decaying ``decay``-fold exponentially over ``steps``; returns the
+    end point and the largest multiplier over ``initial_lr / lr`` seen (its allowed cap)."""
+    x = torch.nn.Parameter(x0.clone())
+    opt = CameraAdam([x], lr=lr, **kw)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: decay ** (-k / steps))
+    worst = 0.0
+    for k in range(steps):
+        x.grad = grad(x.detach(), k)
+        opt.step()
+        group, state = opt.param_groups[0], opt.state[x]
+        if "travel_scale" in state:
+            cap = max(kw.get("travel_boost", 1.0), group["initial_lr"] / group["lr"])
+            worst = max(worst, float(state["travel_scale"].max()) / cap)
+        sched.step()
+    return x.detach(), worst
+
+
+def test_travel_full_rate_brings_far_cameras_in_under_a_decaying_schedule():
+    """With the lr decaying 1000x, a boost capped at 4 strands far rows (its whole travel is
+    about 0.6 lr0 * steps); the full-rate cap (up to initial_lr / lr) lets them keep the
+    starting rate (about 1.2 lr0 * steps) and end much nearer; rows at their optimum only
+    jitter and stay near the base rate; the multiplier never passes its cap."""
+    generator = torch.Generator().manual_seed(_seed())
+    n, steps = 64, 600
+    x0, grad = _travel_problem(steps, n, generator)
+    x0 = 1.2 * x0  # far rows 1.2 units off = lr0 * steps (capped: end ~0.82 off, full: ~0.40)
+    kw = dict(travel_boost=4.0, travel_window=25)
+    capped, worst_capped = _scheduled_run(x0, grad, steps, 2e-3, 1000.0, **kw)
+    full, worst_full = _scheduled_run(x0, grad, steps, 2e-3, 1000.0, travel_full_rate=True, **kw)
+    far_capped, far_full = (v[: n // 2].norm(dim=-1).mean().item() for v in (capped, full))
+    assert far_full < 0.65 * far_capped, (far_capped, far_full)  # measured ~0.48
+    near_capped, near_full = (v[n // 2:].norm(dim=-1).mean().item() for v in (capped, full))
+    assert near_full < 2.0 * near_capped, (near_capped, near_full)
+    assert worst_capped <= 1.0 and worst_full <= 1.0 + 1e-12, (worst_capped, worst_full)

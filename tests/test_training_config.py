@@ -115,6 +115,8 @@ def test_default_translation_noise_is_one_percent():
     (dict(pose_opt_delay=-1), "pose-opt-delay"),
     (dict(pose_travel_boost=0.5), "pose-travel-boost"),
     (dict(pose_travel_boost=2.0, pose_optimizer="adam"), "pose-travel-boost needs"),
+    (dict(pose_travel_full_rate=True, pose_optimizer="adam"), "pose-travel-full-rate needs"),
+    (dict(pose_travel_full_rate=True, pose_travel_boost=1.0), "pose-travel-full-rate needs"),
     (dict(ngp=dataclasses.replace(TrainConfig().ngp, smooth_l1_beta=-0.1)), "smooth-l1-beta"),
     (dict(edge_sampling=1.5), "edge-sampling must"),
     (dict(edge_sampling_start=-0.5), "edge-sampling-start"),

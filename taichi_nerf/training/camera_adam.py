@@ -19,6 +19,11 @@ row's first three columns (the rotation, when learned) points the same way as th
 window's (cosine > 0.7), halved when it does not (< 0.3). A camera still travelling toward a
 far optimum (a large initial error) speeds up; one jittering about its optimum, whose windows
 point anywhere, stays at about the base rate.
+
+``travel_full_rate``: the multiplier's cap also grows with the schedule's decay, to
+``initial_lr / lr`` (the group's ``initial_lr``, set by torch's lr schedulers) when that is
+larger, so a camera whose windows keep agreeing can always step at the *starting* rate, however
+far the schedule has decayed; early on (decay under ``travel_boost``-fold) nothing changes.
 """
 
 from __future__ import annotations
@@ -41,14 +46,17 @@ class CameraAdam(torch.optim.Optimizer):
         eps: added to the square roots of ``V_i``'s eigenvalues, as Adam's ``eps``.
         travel_boost: the largest per-camera step multiplier (1: off; see the module).
         travel_window: steps per window of the travel test.
+        travel_full_rate: let the cap grow to ``initial_lr / lr`` (see the module).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, travel_boost: float = 1.0, travel_window: int = 50) -> None:
+                 eps: float = 1e-8, travel_boost: float = 1.0, travel_window: int = 50,
+                 travel_full_rate: bool = False) -> None:
         if not (travel_boost >= 1.0 and travel_window >= 1):
             raise ValueError(f"CameraAdam needs travel_boost >= 1 and travel_window >= 1, got "
                              f"{travel_boost} and {travel_window}")
         self.travel_boost, self.travel_window = float(travel_boost), int(travel_window)
+        self.travel_full_rate = bool(travel_full_rate)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         for group in self.param_groups:
             rows = {_rows(p) for p in group["params"]}
@@ -92,7 +100,10 @@ class CameraAdam(torch.optim.Optimizer):
             whitened = vectors.transpose(1, 2) @ m_hat[..., None]
             update = (vectors @ (scale[..., None] * whitened))[..., 0]
             if self.travel_boost > 1:
-                update = update * self._travel_scale(state, params, t)[:, None]
+                cap = self.travel_boost
+                if self.travel_full_rate and group["lr"] > 0:
+                    cap = max(cap, group.get("initial_lr", group["lr"]) / group["lr"])
+                update = update * self._travel_scale(state, params, t, cap)[:, None]
             start = 0
             for p in params:
                 k = p.numel() // _rows(p)
@@ -101,8 +112,9 @@ class CameraAdam(torch.optim.Optimizer):
                 start += k
         return loss
 
-    def _travel_scale(self, state: dict, params: list, t: float) -> torch.Tensor:
-        """The per-row multipliers ``[N]`` (float64), updated at the end of each window."""
+    def _travel_scale(self, state: dict, params: list, t: float, cap: float) -> torch.Tensor:
+        """The per-row multipliers ``[N]`` (float64) in ``[1, cap]``, updated at the end of
+        each window."""
         def rotations() -> torch.Tensor:  # (only at a window's start and end)
             return torch.cat([p.detach().reshape(_rows(p), -1) for p in params], -1)[:, :3].double()
 
@@ -117,10 +129,10 @@ class CameraAdam(torch.optim.Optimizer):
             cosine = (move * previous).sum(-1) / (move.norm(dim=-1) * previous.norm(dim=-1)
                                                   + 1e-300)
             scale = state["travel_scale"]
-            scale = torch.where(cosine > 0.7, (2 * scale).clamp(max=self.travel_boost), scale)
+            scale = torch.where(cosine > 0.7, (2 * scale).clamp(max=cap), scale)
             state["travel_scale"] = torch.where(cosine < 0.3, (scale / 2).clamp(min=1.0), scale)
             state["travel_previous"], state["travel_start"] = move, x
-        return state["travel_scale"]
+        return state["travel_scale"].clamp(max=cap)
 
 
 def _rows(p: torch.Tensor) -> int:

@@ -182,6 +182,10 @@ class TrainConfig:
     """camera_adam: the largest per-camera multiplier of the pose step, doubled for a camera
     whose rotation keeps moving the same way window after window (a large error still being
     travelled), halved back toward 1 when it jitters (1 = off; camera_adam.py)."""
+    pose_travel_full_rate: bool | None = None
+    """camera_adam with a travel boost: the multiplier's cap also grows as the pose lr decays, up
+    to pose_lr / (current pose lr), so a camera that keeps travelling can step at the starting
+    rate to the end (a far camera is not stranded by the schedule); jittering ones are unchanged."""
     orbit_delay: int = 0
     """With --pose-preconditioning orbit/pivot: the turns about the pivot (the weakly seen orbit
     of a camera about what it looks at) stay frozen until this step, while roll and shifts move
@@ -443,6 +447,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
     _check_fractions(cfg)
     if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
         raise ConfigError("--pose-travel-boost needs --pose-optimizer camera_adam")
+    if cfg.pose_travel_full_rate and cfg.pose_travel_boost == 1:
+        raise ConfigError("--pose-travel-full-rate needs a travel boost: --pose-optimizer "
+                          "camera_adam with --pose-travel-boost > 1")
     if cfg.pose_gauge == "rig" and cfg.pose_optimizer == "camera_adam":
         raise ConfigError("--pose-gauge rig needs --pose-optimizer adam (camera_adam steps "
                           "per-camera rows only, not the shared rig motion)")
@@ -490,6 +497,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         fields["translation_delay"] = 0
     if "pose_travel_boost" not in data and "pose_lr" in data:  # before the travel boost
         fields["pose_travel_boost"] = 1.0
+    if "pose_travel_full_rate" not in data and "pose_lr" in data:  # before the full rate
+        fields["pose_travel_full_rate"] = False
     if "edge_sampling" not in data and "pose_lr" in data:  # before edge sampling
         fields["edge_sampling"], fields["edge_sampling_start"] = 0.0, 0.0
     if "background" in fields:

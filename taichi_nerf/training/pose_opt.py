@@ -99,7 +99,8 @@ class PoseOptimizer:
                 from taichi_nerf.training.camera_adam import CameraAdam
 
                 self.optimizer = CameraAdam(groups, lr=cfg.pose_lr,
-                                            travel_boost=cfg.pose_travel_boost)
+                                            travel_boost=cfg.pose_travel_boost,
+                                            travel_full_rate=cfg.pose_travel_full_rate)
             else:
                 self.optimizer = torch.optim.Adam(groups, lr=cfg.pose_lr)
             ratio = cfg.pose_lr_final / cfg.pose_lr

@@ -27,8 +27,8 @@ _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_c
 # fixed, edges cost the demo 0.26 dB of test PSNR). BENCHMARKS.md, session of 2026-12-07.
 _NGP_RATES = dict(lr=1e-2, lr_final=5e-3, pose_lr=3e-3, pose_lr_final=1e-4, pose_opt_delay=100,
                   pose_optimizer="camera_adam", clean_pose_lr=1e-3, clean_pose_delay_frac=0.25,
-                  pose_travel_boost=8.0, edge_sampling=0.5, edge_sampling_start=0.5,
-                  clean_edge_sampling=0.0)
+                  pose_travel_boost=8.0, pose_travel_full_rate=False, edge_sampling=0.5,
+                  edge_sampling_start=0.5, clean_edge_sampling=0.0)
 PRESETS: dict[str, dict[str, Any]] = {
     "ngp": dict(
         **_NGP_RATES, batch_size=4096, num_iters=5000, val_every=1000, **_POSE_DEFAULTS,
@@ -45,7 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed's values.
     "vanilla": dict(
         lr=5e-4, lr_final=5e-5, pose_lr=1e-4, pose_lr_final=1e-6, pose_opt_delay=1000,
-        pose_optimizer="adam", pose_travel_boost=1.0, edge_sampling=0.0, edge_sampling_start=0.0,
+        pose_optimizer="adam", pose_travel_boost=1.0, pose_travel_full_rate=False,
+        edge_sampling=0.0, edge_sampling_start=0.0,
         batch_size=1024, num_iters=50000, val_every=2500, **_POSE_DEFAULTS,
     ),
 }
@@ -58,7 +59,7 @@ def preset_help() -> str:
              "step's ray count, later steps are sized to --ngp.target-samples):"]
     keys = ("lr", "lr_final", "pose_lr", "clean_pose_lr", "pose_lr_final", "pose_opt_delay",
             "clean_pose_delay_frac",
-            "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_travel_boost",
+            "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_travel_boost", "pose_travel_full_rate",
             "pose_preconditioning", "pose_gauge", "sampler", "edge_sampling", "edge_sampling_start",
             "clean_edge_sampling", "pose_average")
     for name, preset in PRESETS.items():
