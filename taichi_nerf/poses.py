@@ -330,6 +330,14 @@ class CameraPoseParameters(nn.Module):
 
     def deltas(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(omega [n, 3], delta_t [n, 3])`` of cameras ``indices`` (all if None)."""
+        if not self.preconditioned and "rig_basis" not in self._buffers:  # the plain deltas
+            omega = self.get_buffer_or_param("rotation_delta")
+            delta_t = self.get_buffer_or_param("translation_delta")
+            if indices is not None:
+                omega, delta_t = omega[indices], delta_t[indices]
+            if "common_shift" in self._parameters:
+                delta_t = delta_t + self.common_shift
+            return omega, delta_t
         delta = self.camera_deltas(indices)
         if "rig_basis" in self._buffers:
             basis = self.rig_basis if indices is None else self.rig_basis[indices]

@@ -182,10 +182,12 @@ def pixels_to_rays(
     dirs_cam = torch.stack([x, y, -torch.ones_like(x)], dim=-1)
     dirs_cam = dirs_cam / torch.linalg.vector_norm(dirs_cam, dim=-1, keepdim=True)
 
-    # index_select: its CPU backward adds in index order (advanced indexing may use atomics)
-    c2w = poses.index_select(0, camera_ids)[:, :3, :]  # [B, 3, 4]
-    rays_d = (c2w[:, :, :3] @ dirs_cam.unsqueeze(-1)).squeeze(-1)
-    rays_o = c2w[:, :, 3]
+    # index_select: its CPU backward adds in index order (advanced indexing may use atomics).
+    # Split [N, 3, 4] into R and t before selecting: the slices' backward is then per camera,
+    # not per ray.
+    rotation = poses[:, :3, :3].index_select(0, camera_ids)  # [B, 3, 3]
+    rays_d = (rotation @ dirs_cam.unsqueeze(-1)).squeeze(-1)
+    rays_o = poses[:, :3, 3].index_select(0, camera_ids)
     return rays_o, rays_d
 
 

@@ -77,7 +77,9 @@ def test_the_shift_moves_while_the_positions_wait(optimizer):
         (params() * target).sum().backward()
         opt.step(step)
     assert params.translation_delta.detach().abs().max() <= (0.0 if optimizer == "adam" else 1e-6)
-    assert params.common_shift.detach().abs().min() > 1e-3  # 4 steps at lr 3e-3
+    # 4 steps at lr 3e-3: about 0.012 in length (Adam: per coordinate; camera_adam whitens the
+    # row as a whole, so one coordinate alone can stay near 0 and the test takes the largest).
+    assert params.common_shift.detach().abs().max() > 1e-3
     assert len(opt.optimizer.param_groups) == 2 and \
         opt.optimizer.param_groups[1]["params"][0] is params.common_shift
 

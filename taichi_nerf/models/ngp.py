@@ -123,7 +123,10 @@ class NGPField(nn.Module):
         self._c2f_active = bool((x < 1).any())
 
     def _geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.encoding(self.normalize(positions).contiguous())
+        # Unclamped: hash_encode clamps to [0, 1] itself, with the same gradient rule as
+        # normalize's clamp (zero outside, boundaries included), so the values and gradients
+        # are those of normalize() without a clamp and its backward per step.
+        features = self.encoding(((positions - self.aabb_min) / self.aabb_size).contiguous())
         if self._c2f_active:  # a Python flag: no host sync per call
             weights = self.level_weights.repeat_interleave(self.spec.n_features)
             features = features * weights
