@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--profile-json", type=Path, default=None,
-                        help="profile joint and fixed steps (5 each) into this file")
+                        help="profile joint and fixed steps into this file")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="steps of each kind profiled (interleaved; per-step means)")
     parser.add_argument("--note", default="")
     parser.add_argument("--pose-optimizer", choices=["camera_adam", "adam"],
                         default="camera_adam", help="camera_adam: the ngp presets' (default)")
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
               "warmup": warmup, "repeats": repeats, "note": args.note,
               **measure(s, warmup, repeats)}
     if args.profile_json:
-        rows = profile_step(s, warmup + 2 * repeats, args.profile_json)
+        rows = profile_step(s, warmup + 2 * repeats, args.profile_json, steps=args.profile_steps)
         result["profile_top"] = [r["name"] for r in rows[:15]]
     result["load_average_before_after"] = [load_before, os.getloadavg()]
     if device.type == "cuda":
