@@ -16,6 +16,7 @@ twin                         mirrors
 ``march_rays``               :func:`taichi_nerf.kernels.marching.march_rays` (dense marcher)
 ``composite``                :func:`taichi_nerf.kernels.compositing.composite`
 ``gather_rays``              :func:`taichi_nerf.kernels.packed.gather_rays`
+``ray_points``               :func:`taichi_nerf.kernels.packed.ray_points`
 ===========================  =========================================
 """
 
@@ -33,7 +34,7 @@ from taichi_nerf.kernels.packed import (
 )
 from taichi_nerf.kernels.specs import HASH_PRIMES, SH_C, HashGridSpec
 
-__all__ = ["hash_encode", "sh_encode", "march_rays", "composite", "gather_rays"]
+__all__ = ["hash_encode", "sh_encode", "march_rays", "composite", "gather_rays", "ray_points"]
 
 _CORNERS = [((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8)]
 
@@ -249,3 +250,10 @@ def gather_rays(values: torch.Tensor, ray_indices: torch.Tensor,
     not bit-repeatable from run to run), which is what the op replaces.
     """
     return values[ray_indices]
+
+
+def ray_points(rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor,
+               ray_indices: torch.Tensor, packed_info: PackedInfo | None = None) -> torch.Tensor:
+    """Twin of :func:`taichi_nerf.kernels.packed.ray_points`: ``o[ray] + t * d[ray]`` in plain
+    torch (autograd's own backward)."""
+    return rays_o[ray_indices] + t.to(rays_o.dtype)[:, None] * rays_d[ray_indices]

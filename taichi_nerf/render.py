@@ -25,6 +25,7 @@ from taichi_nerf.kernels.packed import (
     PackedInfo,
     exclusive_transmittance,
     gather_rays,
+    ray_points,
     select_samples,
 )
 
@@ -104,15 +105,12 @@ def render_rays(field: Callable[..., Any], grid, rays_o: torch.Tensor, rays_d: t
                                   t_starts, t_ends, early_stop_eps, alpha_thre, info)
             kept, info = select_samples(ray_indices, info, keep)
             ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]
-    with record_function("taichi_nerf.render_rays.positions"):
-        t_mid = 0.5 * (t_starts + t_ends)
-        directions = gather_rays(rays_d, ray_indices, info)
-        positions = gather_rays(rays_o, ray_indices, info) + t_mid[:, None] * directions
+    positions = ray_points(rays_o, rays_d, 0.5 * (t_starts + t_ends), ray_indices, info)
     with record_function("taichi_nerf.render_rays.field"):
         if hasattr(field, "forward_packed"):  # view encoding once per ray (NGPField)
             sigmas, rgbs = field.forward_packed(positions, rays_d, ray_indices, info)
         else:
-            sigmas, rgbs = field(positions, directions)
+            sigmas, rgbs = field(positions, gather_rays(rays_d, ray_indices, info))
     rgb, opacity, depth = composite(sigmas.reshape(-1), rgbs, t_starts, t_ends, ray_indices,
                                     n_rays, background, packed_info=info)
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "num_samples": info.n_samples,

@@ -147,6 +147,59 @@ def test_gather_rays_matches_its_twin_and_gradchecks():
     assert torch.autograd.gradcheck(lambda x: gather_rays(x, shuffled), (small,))
 
 
+def test_ray_points_matches_its_twin_the_gathers_it_replaces_and_gradchecks():
+    from taichi_nerf import reference as ref
+    from taichi_nerf.kernels.packed import gather_rays, packed_info_from_sorted, ray_points
+
+    counts = torch.randint(0, 9, (50,))
+    counts[::7] = 0  # rays without samples
+    ray_indices = torch.repeat_interleave(torch.arange(50), counts)
+    info = packed_info_from_sorted(ray_indices, 50)
+    o, d = torch.randn(50, 3, requires_grad=True), torch.randn(50, 3, requires_grad=True)
+    t = torch.rand(ray_indices.shape[0]) * 4.0
+    v = torch.randn(ray_indices.shape[0], 3)
+    want = ref.ray_points(o, d, t, ray_indices)
+    want_grads = torch.autograd.grad(want, (o, d), v)
+    # What render_rays computed before: the same sums in the same order, so the same bits.
+    before = gather_rays(o, ray_indices, info) + t[:, None] * gather_rays(d, ray_indices, info)
+    before_grads = torch.autograd.grad(before, (o, d), v)
+    for packed in (info, None):
+        got = ray_points(o, d, t, ray_indices, packed)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        grads = torch.autograd.grad(got, (o, d), v)
+        for grad, want_grad in zip(grads, want_grads):
+            torch.testing.assert_close(grad, want_grad, **GATHER_BWD_TOL)
+    got = ray_points(o, d, t, ray_indices, info)
+    assert torch.equal(got, before)
+    for grad, before_grad in zip(torch.autograd.grad(got, (o, d), v), before_grads):
+        assert torch.equal(grad, before_grad)
+    # Only one input needing a gradient; float64 gradcheck, sorted and shuffled samples.
+    (v_d,) = torch.autograd.grad(ray_points(o.detach(), d, t, ray_indices, info), (d,), v)
+    torch.testing.assert_close(v_d, want_grads[1], **GATHER_BWD_TOL)
+    small_o = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    small_d = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([0, 0, 2, 3, 3, 3, 5])
+    small_t = torch.rand(7, dtype=torch.float64)
+    small_info = packed_info_from_sorted(idx, 6)
+    assert torch.autograd.gradcheck(
+        lambda a, b: ray_points(a, b, small_t, idx, small_info), (small_o, small_d))
+    perm = torch.randperm(7)
+    assert torch.autograd.gradcheck(
+        lambda a, b: ray_points(a, b, small_t[perm], idx[perm]), (small_o, small_d))
+
+
+def test_ray_points_refuses_mismatched_shapes():
+    from taichi_nerf.kernels.packed import packed_info_from_sorted, ray_points
+
+    o, idx = torch.zeros(4, 3), torch.tensor([0, 1, 1, 3])
+    with pytest.raises(ValueError, match="rays_o and rays_d"):
+        ray_points(o, torch.zeros(4, 2), torch.zeros(4), idx)
+    with pytest.raises(ValueError, match="t must be"):
+        ray_points(o, o, torch.zeros(3), idx)
+    with pytest.raises(ValueError, match="packed_info has 5 rays"):
+        ray_points(o, o, torch.zeros(4), idx, packed_info_from_sorted(idx, 5))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_render_rays_keys_types_and_packed_info(device):
     rays_o, rays_d = _rays(32, seed=3, device=device)

@@ -11,7 +11,7 @@ import) and has a pure-torch twin in :mod:`taichi_nerf.reference`.
 - :mod:`~taichi_nerf.kernels.specs` (no Taichi): :class:`HashGridSpec`, ``HASH_PRIMES``,
   ``SH_C``.
 - :mod:`~taichi_nerf.kernels.packed` (no Taichi): :class:`PackedInfo`,
-  :func:`exclusive_transmittance`, :func:`gather_rays`.
+  :func:`exclusive_transmittance`, :func:`gather_rays`, :func:`ray_points`.
 
 The names are resolved lazily (PEP 562), so ``taichi_nerf.kernels.specs`` and
 ``taichi_nerf.kernels.packed`` import without Taichi; the op modules import it.
@@ -32,6 +32,7 @@ _EXPORTS = {
     "PackedInfo": "packed",
     "exclusive_transmittance": "packed",
     "gather_rays": "packed",
+    "ray_points": "packed",
 }
 
 _SUBMODULES = ("hash_grid", "sh", "marching", "compositing", "specs", "packed", "_common",

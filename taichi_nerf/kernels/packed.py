@@ -28,6 +28,7 @@ __all__ = [
     "select_samples",
     "exclusive_transmittance",
     "gather_rays",
+    "ray_points",
 ]
 
 #: Packed arrays are indexed with int32 inside the kernels: every count stays below this.
@@ -194,3 +195,60 @@ def gather_rays(values: torch.Tensor, ray_indices: torch.Tensor,
             )
         counts = packed_info.counts
     return _GatherRaysFunction.apply(values, ray_indices, counts)
+
+
+class _RayPointsFunction(torch.autograd.Function):
+    """``o[ray] + t * d[ray]`` with one gather forward and one ordered per-ray sum backward."""
+
+    @staticmethod
+    def forward(ctx, rays_o, rays_d, t, ray_indices, counts):
+        with record_function("taichi_nerf.ray_points.forward"):
+            ctx.save_for_backward(t, ray_indices, counts)
+            ctx.n_rays = rays_o.shape[0]
+            per_sample = torch.cat([rays_o, rays_d], dim=-1)[ray_indices]  # [M, 6]
+            return per_sample[:, :3] + t[:, None] * per_sample[:, 3:]
+
+    @staticmethod
+    def backward(ctx, v_points):
+        t, ray_indices, counts = ctx.saved_tensors
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, None, None, None
+        with record_function("taichi_nerf.ray_points.backward"):
+            v = torch.cat([v_points, t[:, None] * v_points], dim=-1)  # [M, 6]: d(o), d(d)
+            if counts is not None:  # sorted segments: one ordered sum per ray
+                v_rays = torch.segment_reduce(v, "sum", lengths=counts, axis=0, unsafe=True)
+            else:  # index_add_ on the CPU adds serially in index order
+                v_rays = v.new_zeros((ctx.n_rays, 6)).index_add_(0, ray_indices, v)
+        v_o = v_rays[:, :3] if ctx.needs_input_grad[0] else None
+        v_d = v_rays[:, 3:] if ctx.needs_input_grad[1] else None
+        return v_o, v_d, None, None, None  # t: no gradient (the marcher's, not learned)
+
+
+def ray_points(rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor,
+               ray_indices: torch.Tensor, packed_info: PackedInfo | None = None) -> torch.Tensor:
+    """Sample positions ``rays_o[ray] + t * rays_d[ray]`` ``[M, 3]`` of packed samples.
+
+    The same values and gradients as ``gather_rays(rays_o) + t[:, None] * gather_rays(rays_d)``,
+    bit for bit, in one gather and, backward, one ordered sum per ray for both ray inputs
+    (instead of two gathers, two sums and the product's and sum's own backward): fewer
+    launches per training step. ``t`` gets no gradient (sample distances come from the marcher).
+
+    Args:
+        rays_o, rays_d: ``[R, 3]`` ray origins and directions (same dtype and device).
+        t: ``[M]`` distance of each sample along its ray.
+        ray_indices: ``[M]`` long, ray of each sample (sorted when ``packed_info`` is given).
+        packed_info: segments of ``ray_indices`` (:class:`PackedInfo`) or ``None``.
+    """
+    if rays_o.shape != rays_d.shape or rays_o.dim() != 2 or rays_o.shape[1] != 3:
+        raise ValueError(f"ray_points: rays_o and rays_d must both be [R, 3], got "
+                         f"{list(rays_o.shape)} and {list(rays_d.shape)}")
+    if t.shape != ray_indices.shape:
+        raise ValueError(f"ray_points: t must be [M] like ray_indices {list(ray_indices.shape)}, "
+                         f"got {list(t.shape)}")
+    counts = None
+    if packed_info is not None:
+        if packed_info.counts.shape[0] != rays_o.shape[0]:
+            raise ValueError(f"ray_points: packed_info has {packed_info.counts.shape[0]} rays "
+                             f"but rays_o has {rays_o.shape[0]}")
+        counts = packed_info.counts
+    return _RayPointsFunction.apply(rays_o, rays_d, t.to(rays_o.dtype), ray_indices, counts)
