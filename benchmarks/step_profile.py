@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
               "sizes": s["sizes"], "pose_optimizer": args.pose_optimizer,
               "warmup": warmup, "repeats": repeats, "note": args.note,
               **measure(s, warmup, repeats)}
+    import launch_overhead  # (benchmarks/ is this script's folder)
+
+    result["taichi_launch_us"] = launch_overhead.measure(device.type, 200)
     if args.profile_json:
         rows = profile_step(s, warmup + 2 * repeats, args.profile_json, steps=args.profile_steps)
         result["profile_top"] = [r["name"] for r in rows[:15]]
