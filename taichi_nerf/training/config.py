@@ -226,6 +226,10 @@ class TrainConfig:
     edge_sampling_start: float | None = None
     """Fraction of the steps drawn uniformly before --edge-sampling starts (edges of the target
     images say little while a camera is still pixels off)."""
+    pose_relocalize: float | None = None
+    """At this fraction of the steps, once: cameras whose photometric error is an outlier (the
+    field disowns them) get their rotation searched on a grid (+-24 deg, then finer) and take
+    the best one if it halves their error (training/relocalize.py); 0 = off."""
 
     # --- field optimisation ---
     model: Literal["ngp", "vanilla"] = "ngp"
@@ -447,6 +451,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
     _check_fractions(cfg)
     if cfg.pose_travel_boost != 1 and cfg.pose_optimizer != "camera_adam":
         raise ConfigError("--pose-travel-boost needs --pose-optimizer camera_adam")
+    if cfg.pose_relocalize > 0 and (cfg.pose_preconditioning != "none" or
+                                    cfg.pose_gauge in ("fixed", "rig")):
+        raise ConfigError("--pose-relocalize works on the plain pose deltas: use it with "
+                          "--pose-preconditioning none and --pose-gauge free, centres or shift")
     if cfg.pose_travel_full_rate and cfg.pose_travel_boost == 1:
         raise ConfigError("--pose-travel-full-rate needs a travel boost: --pose-optimizer "
                           "camera_adam with --pose-travel-boost > 1")
@@ -462,7 +470,8 @@ def _check_fractions(cfg: TrainConfig) -> None:
             ("pose_average", cfg.pose_average, None, "a fraction in [0, 1) (0: off)"),
             ("edge_sampling", cfg.edge_sampling, 1, "a share in [0, 1] (0: uniform pixels)"),
             ("edge_sampling_start", cfg.edge_sampling_start, 1,
-             "a fraction of the steps in [0, 1]")):
+             "a fraction of the steps in [0, 1]"),
+            ("pose_relocalize", cfg.pose_relocalize, None, "a fraction in [0, 1) (0: off)")):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and 0 <= value and (value <= top if top else value < 1)):
             raise ConfigError(f"--{path.replace('_', '-')} must be {rule}, got {value}")
@@ -499,6 +508,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         fields["pose_travel_boost"] = 1.0
     if "pose_travel_full_rate" not in data and "pose_lr" in data:  # before the full rate
         fields["pose_travel_full_rate"] = False
+    if "pose_relocalize" not in data and "pose_lr" in data:  # before relocalization
+        fields["pose_relocalize"] = 0.0
     if "edge_sampling" not in data and "pose_lr" in data:  # before edge sampling
         fields["edge_sampling"], fields["edge_sampling_start"] = 0.0, 0.0
     if "background" in fields:

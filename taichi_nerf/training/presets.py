@@ -14,7 +14,7 @@ import torch
 # 0.179 deg; CamP, orbit latents and per-camera sampling stay options (tables in BENCHMARKS.md).
 # "ngp_cpu" is the ngp preset's CPU variant (smaller tables, coarser marching, fewer steps).
 _POSE_DEFAULTS = dict(pose_preconditioning="none", pose_lr_warmup=0, pose_grad_clip=0.1,
-                      sampler="uniform", pose_gauge="free", pose_average=0.0)
+                      sampler="uniform", pose_gauge="free", pose_average=0.0, pose_relocalize=0.0)
 # Both ngp presets: learning rates, the pose optimiser and its travel boost, clean-init pose lr.
 # The field lr decays only 2x (1e-2 -> 5e-3; it was 10x): a field that keeps learning follows the
 # poses' late corrections (lego 2 deg/1 % aligned 0.324 -> 0.271 deg, +0.9 dB; BENCHMARKS.md).
@@ -61,7 +61,7 @@ def preset_help() -> str:
             "clean_pose_delay_frac",
             "batch_size", "num_iters", "val_every", "pose_optimizer", "pose_travel_boost", "pose_travel_full_rate",
             "pose_preconditioning", "pose_gauge", "sampler", "edge_sampling", "edge_sampling_start",
-            "clean_edge_sampling", "pose_average")
+            "clean_edge_sampling", "pose_average", "pose_relocalize")
     for name, preset in PRESETS.items():
         values = [f"{k}={preset[k]}" for k in keys if k in preset]
         values += [f"ngp.{k}={v}" for k, v in preset.get("ngp", {}).items()]

@@ -95,6 +95,8 @@ class Trainer:
         self.sampler = PixelSampler(train.images, seed=cfg.seed, device=device, mode=cfg.sampler,
                                     alphas=alphas, edge_mix=cfg.edge_sampling)
         self.edge_start_step = int(math.ceil(cfg.edge_sampling_start * cfg.num_iters))
+        self.relocalize_step = round(cfg.pose_relocalize * cfg.num_iters) \
+            if cfg.pose_relocalize > 0 else -1
         self.random_background = alphas is not None
         if cfg.train_background == "random" and alphas is None:
             self.logger.text("--train-background random: the training images have no alpha, so "
@@ -201,6 +203,7 @@ class Trainer:
         self.step_count, self.num_rays = int(state["step"]), int(state["num_rays"])
         # a resume keeps the saved start, even with another --num-iters: edges on stay on
         self.edge_start_step = int(state.get("edge_start_step", self.edge_start_step))
+        self.relocalize_step = int(state.get("relocalize_step", self.relocalize_step))
         self.history = list(state.get("history", []))
         self.best_val = float(state.get("best_val_psnr", -1e9))
         self.elapsed = float(state.get("elapsed_s", 0.0))
@@ -212,6 +215,10 @@ class Trainer:
     def step(self) -> dict[str, Any]:
         """One optimisation step; returns ``loss``, ``mse`` (tensors) and the render's counts."""
         step = self.step_count
+        if step == self.relocalize_step and self.pose_opt.moving(step):
+            from taichi_nerf.training.relocalize import relocalize_for_trainer
+
+            relocalize_for_trainer(self, step)
         self.renderer.update_step(step)
         edges_on = step >= self.edge_start_step
         camera_ids, pixels, target = self.sampler.sample(self.num_rays,
@@ -348,7 +355,8 @@ class Trainer:
             "field_optimizer": self.field_opt.state_dict(),
             "field_scheduler": self.field_sched.state_dict(), **self.pose_opt.state_dict(),
             "rng": ckpt.rng_state(self.sampler, self.renderer), "num_rays": self.num_rays,
-            "edge_start_step": self.edge_start_step, "pose_errors": errors,
+            "edge_start_step": self.edge_start_step, "relocalize_step": self.relocalize_step,
+            "pose_errors": errors,
             "val_metrics": self.val_metrics,
             "best_val_psnr": self.best_val if math.isfinite(self.best_val) else -1e9,
             "history": self.history, "elapsed_s": self.elapsed,
