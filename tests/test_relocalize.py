@@ -50,9 +50,12 @@ def _scene(seed: int, n: int = 12, size: int = 48):
     return truth, intrinsics, _images(truth, intrinsics, size)
 
 
-def test_a_lost_camera_is_found_and_the_others_are_left_alone():
+@pytest.mark.parametrize("per_camera", [False, True], ids=["shared", "per-camera intrinsics"])
+def test_a_lost_camera_is_found_and_the_others_are_left_alone(per_camera):
     seed = _seed()
     truth, intrinsics, images = _scene(seed % 1000)
+    if per_camera:  # an [N, 4] tensor, as captures and lego have
+        intrinsics = intrinsics.as_tensor(dtype=torch.float32).repeat(truth.shape[0], 1)
     start = perturb_poses(truth, rotation_noise_deg=0.3, translation_noise=0.0, seed=seed % 997)
     g = torch.Generator().manual_seed(seed)
     axis = torch.nn.functional.normalize(torch.randn(3, generator=g), dim=0)

@@ -58,6 +58,8 @@ def _render_errors(renderer, poses: torch.Tensor, cams: torch.Tensor, pixels: to
     the pixel grid."""
     k, p = poses.shape[0], pixels.shape[0]
     ids = torch.arange(k, device=poses.device).repeat_interleave(p)
+    if torch.is_tensor(intrinsics) and intrinsics.dim() == 2:  # one row per training camera
+        intrinsics = intrinsics[cams]
     rays_o, rays_d = pixels_to_rays(pixels.repeat(k, 1), ids, poses, intrinsics)
     chunk, rgb = getattr(renderer, "eval_chunk", 16384), []
     for start in range(0, rays_o.shape[0], chunk):
