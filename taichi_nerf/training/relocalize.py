@@ -38,7 +38,7 @@ __all__ = ["relocalize_lost_cameras", "relocalize_for_trainer", "camera_errors",
 
 LOST_FACTOR = 4.0  # lost: error > LOST_FACTOR * median error (and > ERROR_FLOOR)
 ERROR_FLOOR = 1e-4  # mean squared error in [0, 1] colour units (PSNR 40 dB)
-ACCEPT_RATIO = 0.5  # a found rotation must at least halve the camera's error
+ACCEPT_RATIO = 0.8  # a found rotation must cut the camera's error by at least 20 %
 MIN_TURN_DEG = 4.0  # and be this far from the current one (small corrections: gradient steps')
 GRID = 16  # pixels per image side rendered per camera and candidate
 STAGES = ((24.0, 7), (6.0, 5), (1.5, 3))  # (half-width in deg, values per axis) per stage
