@@ -237,8 +237,9 @@ def _hash_backward_kernel(
     level_tasks: ti.template(),
     dt: ti.template(),
 ):
-    """Both gradients in one launch (on the CPU a Taichi launch costs ~0.15 ms plus ~0.05 ms per
-    tensor argument, as much as the x-gradient's own work at 16k points).
+    """Both gradients in one launch (on the CPU a Taichi launch costs ~0.13 ms plus ~0.02 ms per
+    tensor argument, benchmarks/launch_overhead.py: about the x-gradient's own work at 16k
+    points).
 
     need_table: writes every element of v_table [T, F] (no zero-filled input needed).
     level_tasks (CPU): one task per level clears the level's gradient segment just before
