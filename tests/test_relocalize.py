@@ -107,3 +107,12 @@ def test_bad_relocalize_settings_are_one_line_errors(bad, match):
 
     with pytest.raises(ConfigError, match=match):
         resolve_config(TrainConfig(**bad), torch.device("cpu"), image_width=32)
+
+
+def test_the_preset_relocalization_steps_aside_for_latents_and_rig_gauges():
+    from taichi_nerf.training.config import TrainConfig, resolve_config
+
+    cpu = torch.device("cpu")
+    assert resolve_config(TrainConfig(), cpu, image_width=32).pose_relocalize == 0.5
+    for kw in (dict(pose_preconditioning="camp"), dict(pose_gauge="fixed")):
+        assert resolve_config(TrainConfig(**kw), cpu, image_width=32).pose_relocalize == 0.0

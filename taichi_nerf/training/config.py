@@ -353,6 +353,9 @@ def resolve_config(config: TrainConfig, device: torch.device | None = None,
         cfg.pose_lr_final = cfg.pose_lr * preset["pose_lr_final"] / preset["pose_lr"]
     if config.pose_travel_boost is None and cfg.pose_optimizer != "camera_adam":
         cfg.pose_travel_boost = 1.0  # (a camera_adam option: off for --pose-optimizer adam)
+    if config.pose_relocalize is None and (cfg.pose_preconditioning != "none"
+                                           or cfg.pose_gauge in ("fixed", "rig")):
+        cfg.pose_relocalize = 0.0  # (the plain deltas only: off with a latent or a rig gauge)
     if cfg.ngp.marching_steps is None and image_width is not None:
         cfg.ngp.marching_steps = auto_marching_steps(image_width)
     if cfg.ngp.coarse_to_fine is not None:

@@ -147,7 +147,9 @@ def _set_rotation(pose_params, optimizer, cam: int, rotation: torch.Tensor) -> N
     delta = pose_params.rotation_delta
     r0 = pose_params.initial_poses[cam, :3, :3].to(rotation.dtype)
     delta[cam] = so3_log(rotation @ r0.T).to(delta.dtype)
-    for state in optimizer.state.values():
+    group = next(g for g in optimizer.param_groups if any(p is delta for p in g["params"]))
+    states = [optimizer.state[p] for p in group["params"] if p in optimizer.state]
+    for state in states:  # the per-camera group only (not a shared shift's or rig's row)
         for key, value in state.items():
             if not torch.is_tensor(value) or value.dim() == 0:
                 continue
