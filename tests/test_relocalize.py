@@ -26,7 +26,8 @@ class EnvironmentMap(torch.nn.Module):
         rgb = torch.stack([0.5 + 0.4 * torch.sin(4 * d[:, 0] + 1.0 * d[:, 2]),
                            0.5 + 0.4 * torch.sin(5 * d[:, 1] - 2.0 * d[:, 0]),
                            0.5 + 0.4 * torch.cos(3 * d[:, 2] + 2.0 * d[:, 1])], -1)
-        return {"rgb": rgb}
+        ones = torch.ones_like(rgb[:, 0])
+        return {"rgb": rgb, "opacity": ones, "depth": ones}  # what a renderer returns
 
 
 def _seed() -> int:

@@ -32,6 +32,7 @@ import torch
 
 from taichi_nerf.poses import so3_exp, so3_log
 from taichi_nerf.rays import pixels_to_rays
+from taichi_nerf.render import render_image
 
 __all__ = ["relocalize_lost_cameras", "relocalize_for_trainer", "camera_errors", "LOST_FACTOR",
            "ACCEPT_RATIO"]
@@ -61,13 +62,9 @@ def _render_errors(renderer, poses: torch.Tensor, cams: torch.Tensor, pixels: to
     if torch.is_tensor(intrinsics) and intrinsics.dim() == 2:  # one row per training camera
         intrinsics = intrinsics[cams]
     rays_o, rays_d = pixels_to_rays(pixels.repeat(k, 1), ids, poses, intrinsics)
-    chunk, rgb = getattr(renderer, "eval_chunk", 16384), []
-    for start in range(0, rays_o.shape[0], chunk):
-        out = renderer.render_rays(rays_o[start:start + chunk], rays_d[start:start + chunk],
-                                   background=background, train=False)
-        rgb.append(out["rgb"].float())
-    rgb = torch.cat(rgb).reshape(k, p, 3)
-    return (rgb - targets[cams]).square().mean(dim=(1, 2))
+    rgb = render_image(renderer, rays_o, rays_d, background=background,
+                       chunk=getattr(renderer, "eval_chunk", 16384))["rgb"]
+    return (rgb.float().reshape(k, p, 3) - targets[cams]).square().mean(dim=(1, 2))
 
 
 def camera_errors(renderer, poses: torch.Tensor, images: torch.Tensor, intrinsics,
@@ -78,9 +75,7 @@ def camera_errors(renderer, poses: torch.Tensor, images: torch.Tensor, intrinsic
     pixels = _pixel_grid(w, h, images.device)
     targets = images[:, pixels[:, 1], pixels[:, 0]].float() / 255.0
     cams = torch.arange(n, device=poses.device)
-    errors = torch.cat([_render_errors(renderer, poses[s:s + 64], cams[s:s + 64], pixels,
-                                       targets, intrinsics, background)
-                        for s in range(0, n, 64)])
+    errors = _render_errors(renderer, poses, cams, pixels, targets, intrinsics, background)
     return errors, pixels, targets
 
 
@@ -101,10 +96,8 @@ def _search(renderer, pose: torch.Tensor, cam: int, pixels, targets, intrinsics,
         turns = so3_exp(_rotation_grid(half_deg, count, pose.device, pose.dtype))
         rotations = turns @ best  # world-frame turns about the camera centre
         candidates = torch.cat([rotations, pose[None, :3, 3:].expand(len(turns), 3, 1)], -1)
-        errors = torch.cat([_render_errors(renderer, candidates[s:s + 64],
-                                           cams.expand(len(candidates[s:s + 64])), pixels,
-                                           targets, intrinsics, background)
-                            for s in range(0, len(candidates), 64)])
+        errors = _render_errors(renderer, candidates, cams.expand(len(candidates)), pixels,
+                                targets, intrinsics, background)
         i = int(torch.argmin(errors))
         best, best_error = rotations[i], float(errors[i])
     return best, best_error
